@@ -1,0 +1,5 @@
+import sys
+
+from lumenrec.cli import main
+
+sys.exit(main())

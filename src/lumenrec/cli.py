@@ -17,6 +17,7 @@ from lumenrec.errors import LumenrecError
 __all__ = ["main", "build_parser"]
 
 _COMMAND_MODULES = [
+    "lumenrec.quickstart",
     "lumenrec.data.commands",
     "lumenrec.retriever.commands",
     "lumenrec.eval.commands",

@@ -5,7 +5,9 @@ Benchmark pair (the format of ``amazon-*-2014/`` in the shared data):
 - ``<Name>.inter.json``: ``{"<user>": [item, item, ...], ...}``, chronological, item ids as ints
   or strings;
 - ``<Name>.item.json`` (optional): ``{"<item>": {"title", "description", "brand",
-  "categories"}}`` where ``categories`` is one ``", "``-joined category path.
+  "categories"}}`` where ``categories`` is one ``", "``-joined category path; optional extra keys
+  ``price`` and ``attributes`` (an object of strings) are read too (the synthetic store writes them);
+- ``<Name>.time.json`` (optional): ``{"<user>": [unix seconds, ...]}`` aligned with the sequences.
 
 Conversations (``regen-office-dev/conversations.jsonl``): one JSON object per line with
 ``user_id, history, previous_item, target, turns, narratives`` and optional extras (kept in
@@ -67,6 +69,9 @@ def _item_from_record(item_id: str, rec: Any) -> Item:
         path = [clean_text(c) for c in (cats[0] if cats and isinstance(cats[0], list) else cats)]
     else:
         raise ValueError(f"item {item_id!r}: 'categories' must be a string or list, got {type(cats).__name__}")
+    attrs = rec.get("attributes") or {}  # extra key written by the synthetic store (save_store)
+    if not isinstance(attrs, dict):
+        raise ValueError(f"item {item_id!r}: 'attributes' must be an object, got {type(attrs).__name__}")
     return Item(
         id=item_id,
         title=clean_text(rec.get("title")),
@@ -74,6 +79,7 @@ def _item_from_record(item_id: str, rec: Any) -> Item:
         categories=path,
         description=clean_text(rec.get("description")),
         price=_price(rec.get("price")),
+        attributes={str(k): str(v) for k, v in attrs.items()},
     )
 
 
@@ -145,6 +151,9 @@ def load_benchmark_pair(directory: str | Path, name: str | None = None, *, skip_
         ids.sort(key=int)
     catalog = Catalog(items[i] for i in ids)
     sequences = [UserSequence(u, [catalog.index_of(x) for x in seq]) for u, seq in seqs]
+    time_path = directory / f"{name}.time.json"  # optional: {"<user>": [unix seconds, ...]} aligned to inter
+    if time_path.exists():
+        _attach_timestamps(sequences, time_path)
     if missing and item_path.exists():
         log.warning("%s: %d items in sequences have no metadata in %s", inter_path, missing, item_path.name)
     return Dataset(
@@ -154,6 +163,19 @@ def load_benchmark_pair(directory: str | Path, name: str | None = None, *, skip_
         info={"source": str(directory), "format": "benchmark-pair", "items_without_metadata": missing,
               "skipped": report.num_skipped},
     )
+
+
+def _attach_timestamps(sequences: list[UserSequence], time_path: Path) -> None:
+    """Set each sequence's timestamps from `<Name>.time.json` (every user must be there, same lengths)."""
+    raw, text = _read_json(time_path)
+    if not isinstance(raw, dict):
+        raise DataFormatError(str(time_path), 1, "expected an object mapping user id -> list of timestamps")
+    for s in sequences:
+        ts = raw.get(s.user_id)
+        if not isinstance(ts, list) or len(ts) != len(s.items) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ts):
+            raise DataFormatError(str(time_path), line_of_key(text, s.user_id),
+                                  f"user {s.user_id!r}: expected {len(s.items)} integer timestamps aligned with the sequence")
+        s.timestamps = list(ts)
 
 
 def parse_conversation(obj: dict[str, Any], catalog: Catalog | None = None) -> Conversation:

@@ -88,6 +88,8 @@ def load_dataset(name: str, *, skip_bad: bool = False, with_conversations: bool 
                 ds.conversations = load_conversations(conv_dir / "conversations.jsonl", ds.catalog)
             except DataNotFoundError:
                 log.info("regen-office-dev conversations not found; office-2014 loaded without them")
+        elif with_conversations and (p / "conversations.jsonl").is_file():  # e.g. a saved synthetic store
+            ds.conversations = load_conversations(p / "conversations.jsonl", ds.catalog, skip_bad=skip_bad)
         return ds
     from lumenrec.data import amazon_raw  # raw Amazon 2014/2018 and REGEN files
 

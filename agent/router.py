@@ -1,0 +1,238 @@
+"""The offline router: which thing the agent should do with a shopper's message.
+
+:class:`OfflineRouter` decides in this order (first match wins), so that each decision carries a
+`reason` a developer can read:
+
+1. **injection** (anywhere in the message: an injection inside a critique is still refused);
+2. **summarize_user** and **explain** (rule patterns + a reference to a shown item);
+3. **smalltalk** (the whole message is a greeting/thanks/question about the assistant);
+4. **out_of_scope** (weather, sports, jokes, general knowledge) unless the message names a product;
+5. **recommend** when the critique parser finds a constraint, a brand, a shown-item reference or
+   an accept/reject signal;
+6. **clarify** when no content word is left ("hmm", "something nice", "help");
+7. otherwise a nearest-prototype classifier (character n-gram TF-IDF, or the MiniLM encoder when
+   asked for) over :data:`lumenrec.agent.intents.PROTOTYPES`; content with no confident match
+   -> recommend.
+
+:class:`Router` is the protocol an LLM router implements too. Accept/reject messages ("I'll take
+it", "no thanks") route to recommend with `critique.signal` set: the agent records the signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from lumenrec.agent.critique import Critique, CritiqueParser
+from lumenrec.agent.intents import (EXPLAIN_RX, INJECTION_RX, OUT_OF_SCOPE_RX, PROTOTYPES, SMALLTALK_RX,
+                                    SUMMARY_RX, VAGUE_WORDS, Intent)
+from lumenrec.data.types import Catalog
+from lumenrec.errors import ConfigError
+
+__all__ = ["Intent", "RouteDecision", "Router", "OfflineRouter", "OfflineRouterConfig", "REFUSAL",
+           "evaluate_router"]
+
+log = logging.getLogger(__name__)
+
+REFUSAL = ("I can't change how I work or share my instructions, but I'm happy to help you find "
+           "office products. What are you shopping for?")
+
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that point back at something shown ("why that?", "explain your picks").
+_REFERS = re.compile(r"\b(it|that|this|these|those|one|ones|picks?|pick(?:ed)?|chose|choose|chosen|option|item|recommend\w*|suggest\w*|showing|shown|top|#\d)\b", re.I)
+_STOP = {"a", "an", "the", "and", "or", "for", "to", "of", "in", "on", "at", "with", "my", "i", "me", "is", "are",
+         "it", "that", "this", "be", "s", "t", "m", "re", "ve", "ll", "d", "you", "your", "do", "does", "did", "am"}
+
+
+@dataclass
+class RouteDecision:
+    """The router's answer for one message."""
+
+    intent: Intent
+    confidence: float
+    critique: Critique | None = None
+    target_item_ref: int | None = None   # 0-based index into the session's last shown list
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"intent": self.intent.value, "confidence": self.confidence,
+                "critique": self.critique.to_dict() if self.critique else None,
+                "target_item_ref": self.target_item_ref, "reason": self.reason}
+
+
+@runtime_checkable
+class Router(Protocol):
+    """One interface for every router (offline rules here, an LLM router later)."""
+
+    def route(self, message: str, session: Any = None) -> RouteDecision: ...
+
+
+@dataclass
+class OfflineRouterConfig:
+    """How the offline router classifies what its rules do not decide."""
+
+    # "tfidf": character n-gram TF-IDF (no model, < 1 ms); "minilm": the frozen MiniLM text encoder.
+    backend: str = "tfidf"
+    # Character n-gram sizes of the TF-IDF backend: 3-5 catches typos and word pieces.
+    ngram_min: int = 3
+    ngram_max: int = 5
+    # A non-recommend prototype must be at least this similar to win over "recommend by default".
+    min_similarity: float = 0.35
+    # Injection is decided by rules; the classifier may add it only when very close to a prototype
+    # (a false refusal of a real request costs more than routing a weak injection to the parser).
+    injection_similarity: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("tfidf", "minilm"):
+            raise ConfigError("backend", self.backend, "must be 'tfidf' or 'minilm'")
+        if not 1 <= self.ngram_min <= self.ngram_max:
+            raise ConfigError("ngram_min", (self.ngram_min, self.ngram_max), "need 1 <= ngram_min <= ngram_max")
+        if not 0.0 <= self.injection_similarity <= 1.0:
+            raise ConfigError("injection_similarity", self.injection_similarity, "must be in [0, 1]")
+        if not 0.0 <= self.min_similarity <= 1.0:
+            raise ConfigError("min_similarity", self.min_similarity, "must be in [0, 1]")
+
+
+class _TfidfPrototypes:
+    """Nearest-prototype classifier over character n-gram TF-IDF vectors (pure numpy)."""
+
+    def __init__(self, prototypes: dict[str, list[str]], nmin: int, nmax: int) -> None:
+        self.nmin, self.nmax = nmin, nmax
+        docs = [(intent, self._grams(t)) for intent, texts in prototypes.items() for t in texts]
+        df = Counter(g for _, gs in docs for g in set(gs))
+        n = len(docs)
+        self.idf = {g: math.log((1 + n) / (1 + c)) + 1.0 for g, c in df.items()}
+        self.vocab = {g: i for i, g in enumerate(sorted(self.idf))}
+        self.labels = [intent for intent, _ in docs]
+        self.matrix = np.stack([self._vec(gs) for _, gs in docs])  # (P, V)
+
+    def _grams(self, text: str) -> Counter:
+        s = " " + " ".join(_WORD.findall(text.lower())) + " "
+        return Counter(s[i:i + k] for k in range(self.nmin, self.nmax + 1) for i in range(len(s) - k + 1))
+
+    def _vec(self, grams: Counter) -> np.ndarray:
+        v = np.zeros(len(self.vocab) if hasattr(self, "vocab") else 0, dtype=np.float32)
+        for g, c in grams.items():
+            j = self.vocab.get(g)
+            if j is not None:
+                v[j] = (1 + math.log(c)) * self.idf[g]
+        norm = np.linalg.norm(v)
+        return v / norm if norm > 0 else v
+
+    def scores(self, text: str) -> dict[str, float]:
+        sims = self.matrix @ self._vec(self._grams(text))  # (P,)
+        out: dict[str, float] = {}
+        for lab, s in zip(self.labels, sims):
+            out[lab] = max(out.get(lab, -1.0), float(s))
+        return out
+
+
+class _MiniLMPrototypes:
+    """Nearest-prototype classifier over MiniLM sentence embeddings (lumenrec.retriever.text_encoder)."""
+
+    def __init__(self, prototypes: dict[str, list[str]]) -> None:
+        from lumenrec.retriever.text_encoder import TextEncoder
+
+        self.enc = TextEncoder()
+        self.labels = [intent for intent, texts in prototypes.items() for _ in texts]
+        self.matrix = self._norm(self.enc.encode([t for texts in prototypes.values() for t in texts]))  # (P, 384)
+
+    @staticmethod
+    def _norm(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+    def scores(self, text: str) -> dict[str, float]:
+        sims = self.matrix @ self._norm(self.enc.encode([text]))[0]  # (P,)
+        out: dict[str, float] = {}
+        for lab, s in zip(self.labels, sims):
+            out[lab] = max(out.get(lab, -1.0), float(s))
+        return out
+
+
+class OfflineRouter:
+    """Deterministic rules + nearest-prototype classifier; see the module docstring for the order.
+
+    `catalog` (or a ready `parser`) enables critique parsing; without either, messages are routed
+    on wording alone and `critique` is None.
+    """
+
+    def __init__(self, catalog: Catalog | None = None, *, parser: CritiqueParser | None = None,
+                 config: OfflineRouterConfig | None = None,
+                 prototypes: dict[str, list[str]] | None = None) -> None:
+        self.config = config or OfflineRouterConfig()
+        self.parser = parser if parser is not None else (CritiqueParser(catalog) if catalog is not None else None)
+        protos = prototypes or PROTOTYPES
+        unknown = set(protos) - {i.value for i in Intent}
+        if unknown:
+            raise ConfigError("prototypes", sorted(unknown), "keys must be Intent values")
+        if self.config.backend == "minilm":
+            self.classifier: Any = _MiniLMPrototypes(protos)
+        else:
+            self.classifier = _TfidfPrototypes(protos, self.config.ngram_min, self.config.ngram_max)
+
+    def route(self, message: str, session: Any = None) -> RouteDecision:
+        """Route one message; `session` (optional) supplies the last shown items for references."""
+        if not isinstance(message, str):
+            raise TypeError(f"message must be a str, got {type(message).__name__}")
+        text = " ".join(message.split())
+        shown: list[str] = list(getattr(session, "last_shown", None) or [])
+        if not _WORD.search(text.lower()):
+            return RouteDecision(Intent.CLARIFY, 0.9, None, None, "no words")
+        if INJECTION_RX.search(text):
+            return RouteDecision(Intent.INJECTION, 0.99, None, None, "injection pattern")
+        if SUMMARY_RX.search(text):
+            return RouteDecision(Intent.SUMMARIZE_USER, 0.95, None, None, "asks what is known about them")
+        crit = self.parser.parse(text, shown=shown or None) if self.parser is not None else None
+        named = bool(crit and (crit.include_brands or crit.exclude_brands or crit.mentioned_brands
+                               or crit.include_categories or crit.exclude_categories))
+        ref = crit.item_ref if crit is not None else None
+        if EXPLAIN_RX.search(text) and (ref is not None or _REFERS.search(text) or named):
+            if ref is None and shown:
+                ref = 0
+            return RouteDecision(Intent.EXPLAIN, 0.9, crit, ref, "asks why / about a shown item")
+        if SMALLTALK_RX.match(text):
+            return RouteDecision(Intent.SMALLTALK, 0.95, crit, None, "greeting / thanks / about the assistant")
+        if OUT_OF_SCOPE_RX.search(text) and not named and not (crit is not None and crit.has_constraints):
+            return RouteDecision(Intent.OUT_OF_SCOPE, 0.9, crit, None, "outside shopping")
+        if crit is not None and (crit.has_constraints or named or crit.signal or crit.item_ref is not None):
+            return RouteDecision(Intent.RECOMMEND, 0.9, crit, ref, "critique with constraints or references")
+        content = [w for w in _WORD.findall(text.lower()) if w not in VAGUE_WORDS and w not in _STOP and len(w) > 1]
+        if not content:
+            return RouteDecision(Intent.CLARIFY, 0.85, crit, None, "no content words")
+        # content words are present, so the classifier may not call the message vague (clarify)
+        scores = {k: v for k, v in self.classifier.scores(text).items() if k != Intent.CLARIFY.value}
+        best = max(scores, key=scores.get)
+        need = self.config.injection_similarity if best == Intent.INJECTION.value else self.config.min_similarity
+        if best != Intent.RECOMMEND.value and scores[best] >= need:
+            return RouteDecision(Intent(best), float(scores[best]), crit, ref, f"nearest prototype ({scores[best]:.2f})")
+        return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, "content words, no other intent matched")
+
+
+def evaluate_router(router: Router, rows: Sequence[dict[str, Any]], session: Any = None) -> dict[str, Any]:
+    """Accuracy overall and per intent, the confusion matrix and route() latency on labelled rows."""
+    labels = [i.value for i in Intent]
+    conf = {a: {b: 0 for b in labels} for a in labels}
+    times, errors = [], []
+    for r in rows:
+        t0 = time.perf_counter()
+        d = router.route(r["text"], session)
+        times.append(time.perf_counter() - t0)
+        conf[r["intent"]][d.intent.value] += 1
+        if d.intent.value != r["intent"]:
+            errors.append({"text": r["text"], "gold": r["intent"], "pred": d.intent.value, "reason": d.reason})
+    n = len(rows)
+    correct = sum(conf[a][a] for a in labels)
+    per = {a: {"n": sum(conf[a].values()), "accuracy": (conf[a][a] / sum(conf[a].values())) if sum(conf[a].values()) else None}
+           for a in labels}
+    t = np.array(times) * 1000 if times else np.zeros(1)
+    return {"n": n, "accuracy": correct / n if n else 0.0, "per_intent": per, "confusion": conf,
+            "latency_ms_p50": float(np.percentile(t, 50)), "latency_ms_p95": float(np.percentile(t, 95)),
+            "errors": errors}

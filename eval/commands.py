@@ -14,6 +14,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ks", default="1,5,10,20,50", help="comma-separated cut-offs")
     b.set_defaults(func=_baselines)
 
+    bench = sub.add_parser("bench", help="run a benchmark script (eval/bench_<name>.py): losses, retrieval, agent, ...",
+                           add_help=False)
+    bench.add_argument("name", help="benchmark name, e.g. losses (runs python -m lumenrec.eval.bench_<name>)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark (see its --help)")
+    bench.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    from lumenrec.errors import ConfigError
+
+    try:
+        mod = importlib.import_module(f"lumenrec.eval.bench_{args.name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"lumenrec.eval.bench_{args.name}":
+            raise ConfigError("bench", args.name, "no such benchmark (see eval/bench_*.py)") from None
+        raise
+    return int(mod.main(args.rest) or 0)
+
 
 def _baselines(args: argparse.Namespace) -> int:
     from lumenrec.data import leave_one_out

@@ -1,0 +1,347 @@
+"""Benchmark of the ranking losses (issue: Retriever I).
+
+Trains the SASRec retriever with every loss on real datasets under ONE fixed wall-clock budget per
+run, evaluates it with full-catalogue ranking (leave-one-out test, history masked), and reports
+R@10, N@10, MRR, train wall time and peak memory beside the Markov and popularity baselines of the
+same run. A second part times one training step of full softmax vs sampled losses on synthetic
+catalogues of 1e4..1e6 items.
+
+    python -m lumenrec.eval.bench_losses                      # both parts, defaults below
+    python -m lumenrec.eval.bench_losses --part grid --datasets office-2014 --budget 60
+    python -m lumenrec.eval.bench_losses --part scaling
+
+Each run is a fresh subprocess (so its peak memory is its own); `--workers` runs go at once with
+`--threads` torch threads each. Finished runs are appended to `runs/bench_losses/runs.jsonl` and
+skipped when the command is run again (resumable). Results: docs/results/losses.json,
+docs/results/loss_scaling.json, docs/loss_scaling.png and sections of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lumenrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SAMPLED = ("sampled_softmax", "bpr", "warp", "lambdarank")
+
+
+@dataclass
+class LossBenchConfig:
+    """What the loss benchmark runs. Defaults are the committed benchmark's settings."""
+
+    datasets: tuple[str, ...] = ("office-2014", "beauty-2014")  # the issue's two real datasets
+    ms: tuple[int, ...] = (4, 16, 64, 256)  # negatives per positive for the sampled losses
+    losses: tuple[str, ...] = ("softmax", "sampled_softmax", "bpr", "warp", "lambdarank")
+    budget_s: dict[str, float] = field(default_factory=lambda: {"office-2014": 120.0, "beauty-2014": 240.0})
+    #   one fixed wall-clock budget per run and dataset (training + validation evals); Beauty is 5x larger
+    default_budget_s: float = 120.0  # budget for datasets not named in budget_s
+    workers: int = 2  # runs at once (the machine has 2 cores)
+    threads: int = 1  # torch threads per run
+    seed: int = 0  # same seed for every run: same init, same data order
+    dim: int = 64  # SASRec width (see retriever/sasrec.py for the reasons of the defaults)
+    dropout: float = 0.3  # Amazon sets are sparse; 0.2-0.5 in the literature
+    max_len: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    patience: int = 5  # early stopping on validation NDCG@10 (evaluations without improvement)
+    run_dir: str = "runs/bench_losses"  # resumable per-run results (not committed)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("workers", self.workers, "must be >= 1")
+        if any(m < 1 for m in self.ms):
+            raise ConfigError("ms", self.ms, "every m must be >= 1")
+        bad = set(self.losses) - {"softmax", *SAMPLED}
+        if bad:
+            raise ConfigError("losses", sorted(bad), "unknown loss names")
+
+    def budget(self, dataset: str) -> float:
+        return float(self.budget_s.get(dataset, self.default_budget_s))
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every (dataset, loss, m, estimator) run of the grid."""
+        out = []
+        for ds in self.datasets:
+            for loss in self.losses:
+                if loss == "softmax":
+                    out.append({"dataset": ds, "loss": loss, "m": None, "estimator": None})
+                    continue
+                for m in self.ms:
+                    ests = ("naive", "corrected") if loss in ("warp", "lambdarank") else (None,)
+                    for est in ests:
+                        out.append({"dataset": ds, "loss": loss, "m": m, "estimator": est})
+        for r in out:
+            r["budget_s"] = self.budget(r["dataset"])
+        return out
+
+
+def run_key(r: dict[str, Any]) -> str:
+    return f"{r['dataset']}|{r['loss']}|{r['m']}|{r['estimator']}|{r['budget_s']}"
+
+
+def label(r: dict[str, Any]) -> str:
+    if r["loss"] == "softmax":
+        return "full softmax"
+    est = f" {r['estimator']}" if r.get("estimator") else ""
+    return f"{r['loss']}{est} m={r['m']}"
+
+
+# ---------------------------------------------------------------------------------------- grid --
+
+def _train_one(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """One run, in its own process: train under the budget, evaluate on the test cases."""
+    run, cfg = args
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    from lumenrec.data import leave_one_out
+    from lumenrec.data.registry import load_dataset
+    from lumenrec.retriever.sasrec import SASRecConfig
+    from lumenrec.retriever.train import TrainConfig, Trainer
+
+    ds = load_dataset(run["dataset"], with_conversations=False)
+    split = leave_one_out(ds.interactions)
+    mcfg = SASRecConfig(num_items=split.num_items, dim=cfg["dim"], dropout=cfg["dropout"], max_len=cfg["max_len"])
+    tcfg = TrainConfig(seed=cfg["seed"], loss=run["loss"], num_negatives=run["m"] or 16,
+                       estimator=run["estimator"] or "corrected", max_time_s=run["budget_s"],
+                       batch_size=cfg["batch_size"], lr=cfg["lr"], patience=cfg["patience"],
+                       num_threads=cfg["threads"], progress=False)
+    t0 = time.time()
+    res = Trainer(split, mcfg, tcfg, item_ids=ds.catalog.ids, dataset_name=ds.name).fit()
+    return {**run, "test": res.test, "best_valid": res.best_valid, "epochs": res.epochs, "best_epoch": res.best_epoch,
+            "stopped": res.stopped, "train_time_s": res.train_time_s, "wall_time_s": round(time.time() - t0, 1),
+            "steps_per_s": res.steps_per_s, "sequences_per_s": res.sequences_per_s,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def baselines(dataset: str) -> dict[str, dict[str, float]]:
+    from lumenrec.data import leave_one_out
+    from lumenrec.data.registry import load_dataset
+    from lumenrec.eval import MarkovScorer, PopularityScorer, evaluate
+
+    ds = load_dataset(dataset, with_conversations=False)
+    split = leave_one_out(ds.interactions)
+    ks = (10, 20)
+    return {"popularity": evaluate(PopularityScorer(split.train_full, split.num_items), split.test, ks),
+            "markov": evaluate(MarkovScorer(split.train_full, split.num_items), split.test, ks)}
+
+
+def run_grid(cfg: LossBenchConfig) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done_path = run_dir / "runs.jsonl"
+    done = {}
+    if done_path.exists():
+        for line in done_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[run_key(r)] = r
+    todo = [r for r in cfg.runs() if run_key(r) not in done]
+    log.info("%d runs, %d already done, %d to go", len(cfg.runs()), len(cfg.runs()) - len(todo), len(todo))
+    cdict = asdict(cfg)
+    # longest budgets first so the two workers finish together
+    todo.sort(key=lambda r: -r["budget_s"])
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(cfg.workers, maxtasksperchild=1) as pool, open(done_path, "a") as f:
+        for r in tqdm(pool.imap_unordered(_train_one, [(r, cdict) for r in todo]), total=len(todo), desc="loss runs"):
+            done[run_key(r)] = r
+            f.write(json.dumps(r) + "\n")
+            f.flush()
+            log.info("%s %s: test N@10 %.4f (%s after %d epochs)", r["dataset"], label(r), r["test"]["ndcg@10"],
+                     r["stopped"], r["epochs"])
+    results = {"config": cdict, "datasets": {}}
+    for ds in cfg.datasets:
+        runs = [done[run_key(r)] for r in cfg.runs() if r["dataset"] == ds]
+        results["datasets"][ds] = {"baselines": baselines(ds), "runs": runs, "budget_s": cfg.budget(ds)}
+    return results
+
+
+def grid_markdown(results: dict[str, Any]) -> str:
+    from lumenrec.eval.report import markdown_table
+
+    parts = []
+    cfg = results["config"]
+    parts.append(
+        f"Command: `python -m lumenrec.eval.bench_losses --part grid` (SASRec dim {cfg['dim']}, dropout "
+        f"{cfg['dropout']}, max_len {cfg['max_len']}, batch {cfg['batch_size']}, lr {cfg['lr']}, seed {cfg['seed']}; "
+        f"{cfg['workers']} runs at once with {cfg['threads']} torch thread each on the 2-core CPU machine). "
+        "Every run trains under the same wall-clock budget, early-stops on validation NDCG@10, and is tested with "
+        "full-catalogue ranking (leave-one-out, history masked). Baselines are fitted in the same command.")
+    for ds, d in results["datasets"].items():
+        rows = []
+        for name, m in d["baselines"].items():
+            rows.append([name, m["recall@10"], m["ndcg@10"], m["mrr"], "", "", "", ""])
+        for r in d["runs"]:
+            t = r["test"]
+            rows.append([label(r), t["recall@10"], t["ndcg@10"], t["mrr"], f"{r['train_time_s']:.0f}",
+                         f"{r['epochs']} ({r['stopped']})", f"{r['sequences_per_s']:.0f}", f"{r['peak_rss_mb']:.0f}"])
+        parts.append(f"### {ds} (budget {d['budget_s']:.0f} s per run)\n\n" + markdown_table(
+            ["model", "R@10", "N@10", "MRR", "train s", "epochs (stop)", "seq/s", "peak MB"], rows))
+        parts.append(corrected_vs_naive(d["runs"]))
+    return "\n\n".join(parts)
+
+
+def corrected_vs_naive(runs: list[dict[str, Any]]) -> str:
+    """Plain statements of the two targets: corrected within 5% of softmax at m=16; corrected >= naive."""
+    by = {(r["loss"], r["m"], r["estimator"]): r["test"]["ndcg@10"] for r in runs}
+    soft = by.get(("softmax", None, None))
+    lines = []
+    for loss in ("warp", "lambdarank"):
+        c16 = by.get((loss, 16, "corrected"))
+        if soft and c16 is not None:
+            rel = (c16 - soft) / soft
+            lines.append(f"- {loss} corrected m=16: N@10 {c16:.4f} vs full softmax {soft:.4f} ({rel:+.1%}; target within -5%: "
+                         f"{'met' if rel >= -0.05 else 'NOT met'}).")
+        for m in sorted({r['m'] for r in runs if r['loss'] == loss}):
+            c, n = by.get((loss, m, "corrected")), by.get((loss, m, "naive"))
+            if c is not None and n is not None and m <= 64:
+                lines.append(f"- {loss} m={m}: corrected {c:.4f} vs naive {n:.4f} -> "
+                             f"{'corrected >= naive' if c >= n else 'corrected < naive'}.")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- scaling --
+
+def _step_time(args: tuple[int, str, int, int, int, int]) -> dict[str, Any]:
+    """Time of one optimizer step of SASRec with `loss` on a synthetic catalogue of N items."""
+    n_items, loss, m, batch, max_len, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from lumenrec.retriever.losses import make_loss
+    from lumenrec.retriever.sasrec import SASRec, SASRecConfig
+
+    torch.manual_seed(0)
+    out: dict[str, Any] = {"items": n_items, "loss": loss, "m": m if loss != "softmax" else None, "batch_users": batch,
+                           "max_len": max_len}
+    try:
+        model = SASRec(SASRecConfig(num_items=n_items, max_len=max_len, dim=64, dropout=0.0))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        lf = make_loss(loss, n_items, num_negatives=m)
+        seqs = torch.randint(1, n_items + 1, (batch, max_len + 1))  # (B, L+1) model indices
+        times = []
+        for step in range(4):
+            t0 = time.perf_counter()
+            h = model(seqs[:, :-1])  # (B, L, d)
+            q = h.reshape(-1, h.shape[-1])  # (M, d)
+            pos = (seqs[:, 1:].reshape(-1) - 1)  # (M,) catalogue indices
+            loss_v = lf(q, pos, model.item_embeddings())
+            opt.zero_grad()
+            loss_v.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        out["step_ms"] = 1000 * sorted(times[1:])[len(times[1:]) // 2]  # median after one warm-up step
+        out["status"] = "ok"
+    except (RuntimeError, MemoryError) as e:  # out of memory at 1e6 items for full softmax
+        out["status"] = f"failed: {type(e).__name__}: {str(e)[:120]}"
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return out
+
+
+def run_scaling(items=(10_000, 100_000, 1_000_000), m: int = 64, batch: int = 64, max_len: int = 50,
+                threads: int = 2) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    rows = []
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        for n in items:
+            for loss in ("softmax", "sampled_softmax", "warp", "lambdarank"):
+                r = pool.apply(_step_time, ((n, loss, m, batch, max_len, threads),))
+                log.info("scaling %s", r)
+                rows.append(r)
+    return {"m": m, "batch_users": batch, "max_len": max_len, "threads": threads, "rows": rows}
+
+
+def scaling_markdown(res: dict[str, Any]) -> str:
+    from lumenrec.eval.report import markdown_table
+
+    rows = [[f"{r['items']:,}", r["loss"] + (f" m={r['m']}" if r["m"] else ""),
+             f"{r['step_ms']:.0f}" if r.get("status") == "ok" else r.get("status"), f"{r['peak_rss_mb']:.0f}"]
+            for r in res["rows"]]
+    return (f"Command: `python -m lumenrec.eval.bench_losses --part scaling`: one optimizer step of SASRec (dim 64, "
+            f"{res['batch_users']} users x {res['max_len']} positions = {res['batch_users'] * res['max_len']} queries per "
+            f"step, {res['threads']} threads), median of 3 steps after a warm-up, on random synthetic catalogues. Peak "
+            "memory is the process's peak RSS (model, Adam state and the step).\n\n"
+            + markdown_table(["items", "loss", "step ms", "peak MB"], rows)
+            + "\n\n![step time and memory vs catalogue size](loss_scaling.png)")
+
+
+def plot_scaling(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for loss in sorted({r["loss"] for r in res["rows"]}):
+        rs = [r for r in res["rows"] if r["loss"] == loss and r.get("status") == "ok"]
+        lab = loss + ("" if loss == "softmax" else f" (m={res['m']})")
+        axes[0].plot([r["items"] for r in rs], [r["step_ms"] for r in rs], marker="o", label=lab)
+        axes[1].plot([r["items"] for r in rs], [r["peak_rss_mb"] for r in rs], marker="o", label=lab)
+    for ax, yl in zip(axes, ("ms per training step", "peak RSS (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("catalogue size (items)")
+        ax.set_ylabel(yl)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Full softmax vs sampled losses: cost per step grows with the catalogue only for softmax")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lumenrec.eval.report import docs_dir, machine_info, update_section, write_json
+
+    p = argparse.ArgumentParser(prog="python -m lumenrec.eval.bench_losses", description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", choices=("grid", "scaling", "all"), default="all")
+    p.add_argument("--datasets", default=None, help="comma-separated (default: office-2014,beauty-2014)")
+    p.add_argument("--ms", default=None, help="comma-separated negatives per positive (default 4,16,64,256)")
+    p.add_argument("--losses", default=None, help="comma-separated subset of the losses")
+    p.add_argument("--budget", type=float, default=None, help="one wall-clock budget (s) for every dataset")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--scaling-items", default="10000,100000,1000000")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    kw: dict[str, Any] = {"workers": args.workers}
+    if args.datasets:
+        kw["datasets"] = tuple(args.datasets.split(","))
+    if args.ms:
+        kw["ms"] = tuple(int(x) for x in args.ms.split(","))
+    if args.losses:
+        kw["losses"] = tuple(args.losses.split(","))
+    if args.budget:
+        kw["budget_s"], kw["default_budget_s"] = {}, args.budget
+    cfg = LossBenchConfig(**kw)
+    if args.part in ("grid", "all"):
+        t0 = time.time()
+        res = run_grid(cfg)
+        res["machine"] = machine_info()
+        res["bench_wall_s"] = round(time.time() - t0, 1)
+        write_json("losses", res)
+        update_section("losses", grid_markdown(res), "Ranking losses: SASRec on Amazon 2014 (full ranking)")
+    if args.part in ("scaling", "all"):
+        res = run_scaling(tuple(int(x) for x in args.scaling_items.split(",")))
+        res["machine"] = machine_info()
+        write_json("loss_scaling", res)
+        plot_scaling(res, docs_dir() / "loss_scaling.png")
+        update_section("loss-scaling", scaling_markdown(res), "Ranking losses: cost per training step vs catalogue size")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

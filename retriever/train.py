@@ -1,0 +1,459 @@
+"""Training loop of the sequential retriever (SASRec): full-ranking validation, early stopping,
+a wall-clock budget, atomic resumable checkpoints, and CPU data-parallel training (DDP over gloo).
+
+Every position of every training sequence predicts its next item: a batch of users gives (B, L)
+inputs ``seq[:-1]`` and targets ``seq[1:]``; the M valid (non-padding) positions are flattened into
+(M, d) queries and (M,) positives for the ranking loss.
+
+Data parallel: run under ``torchrun --nproc_per_node K -m lumenrec.retriever.train ...`` (or
+``lumenrec train --ddp K``). Each global batch of `batch_size` users (same shuffled order on every
+rank) is split DistributedSampler-style (rank r takes users r, r+K, ...). Each rank weights its mean
+loss by ``M_rank / M_global`` and gradients are SUM-reduced, so one step equals the single-process
+step on the whole global batch (up to float summation order). Rank 0 evaluates, decides when to
+stop, and writes checkpoints; the decision is broadcast so all ranks leave the loop together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lumenrec.data.split import EvalSet, Split
+from lumenrec.errors import CheckpointError, ConfigError
+from lumenrec.retriever.sasrec import SASRec, SASRecConfig, SASRecRetriever, pad_histories, score_histories
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "evaluate_model", "main"]
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("softmax", "sampled_softmax", "bpr", "warp", "lambdarank")
+ESTIMATORS = ("naive", "corrected")  # as lumenrec.retriever.rank_estimation (make_loss re-checks)
+
+
+@dataclass
+class TrainConfig:
+    """How to train. One fixed budget per run: `epochs`, `max_steps` and `max_time_s`, whichever ends first."""
+
+    seed: int = 0  # seeds init, shuffling (per epoch) and dropout: same seed, same run
+    epochs: int = 200  # upper bound; early stopping usually ends Amazon runs after 20-60 epochs
+    batch_size: int = 256  # users per GLOBAL step (split across ranks under DDP); SASRec's setting is 128-256
+    lr: float = 1e-3  # Adam default; SASRec's published setting
+    weight_decay: float = 0.0  # decoupled (AdamW); dropout is the main regulariser for SASRec
+    loss: str = "softmax"  # full cross-entropy is affordable at Amazon-2014 catalogue sizes (~2-12k items)
+    num_negatives: int = 16  # negatives per positive for sampled losses (ignored by "softmax")
+    estimator: str = "corrected"  # rank-weight estimator of warp/lambdarank (naive | corrected), see losses.py
+    max_time_s: float | None = None  # wall-clock budget for this run (train + eval); None = unlimited
+    max_steps: int | None = None  # optimizer-step budget (tests, DDP equivalence); None = unlimited
+    eval_every: int = 1  # evaluate validation every this many epochs (valid eval is ~1 s on Office)
+    patience: int = 10  # early stop after this many evaluations without a better `metric`
+    metric: str = "ndcg@10"  # validation metric for model selection (full ranking, history masked)
+    checkpoint_dir: str | None = None  # where to write the checkpoint (best weights + resume state); None = don't
+    num_threads: int | None = None  # torch intra-op threads; None = torch's default
+    max_grad_norm: float | None = 5.0  # gradient clipping; guards against rare spikes with sampled losses
+    eval_batch_size: int = 512  # histories scored at once during evaluation (memory: B x N floats)
+    progress: bool = True  # tqdm bar with loss and sequences/s (rank 0 only)
+    length_bucketing: bool = True  # batch users of similar length: a batch is padded to its longest
+    #   history, and on Amazon sets (median ~5 items, max_len 50) random batches are ~80% padding
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "num_negatives", "eval_every", "patience", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(name, v, "must be a positive integer")
+        for name in ("max_steps", "num_threads"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+                raise ConfigError(name, v, "must be a positive integer or None")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError("lr", self.lr, "must be a positive finite number")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError("weight_decay", self.weight_decay, "must be >= 0")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ConfigError("max_time_s", self.max_time_s, "must be > 0 seconds or None")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError("max_grad_norm", self.max_grad_norm, "must be > 0 or None")
+        if self.loss not in LOSSES:
+            raise ConfigError("loss", self.loss, f"must be one of {LOSSES}")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError("estimator", self.estimator, f"must be one of {ESTIMATORS}")
+        if not (self.metric == "mrr" or self.metric.split("@")[0] in ("recall", "hr", "ndcg")):
+            raise ConfigError("metric", self.metric, "must be mrr, recall@K, hr@K or ndcg@K")
+
+
+@dataclass
+class TrainResult:
+    """What a training run reports. Metrics dicts are those of :func:`lumenrec.eval.protocol.evaluate`."""
+
+    best_valid: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int  # 1-based epoch of the best validation metric (0: never evaluated)
+    epochs: int  # epochs completed (counting those of a resumed run)
+    steps: int  # optimizer steps (counting those of a resumed run)
+    stopped: str  # why training ended: epochs | early_stop | max_time | max_steps
+    wall_time_s: float  # this run, training + evaluation
+    train_time_s: float  # this run, optimizer steps only
+    steps_per_s: float
+    sequences_per_s: float  # training sequences per second of train_time_s (global, all ranks)
+    peak_rss_mb: float  # peak resident memory of this process
+    world_size: int = 1
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per evaluation
+    checkpoint_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def evaluate_model(model: SASRec, cases: EvalSet, *, batch_size: int = 512) -> dict[str, float]:
+    """Full-catalogue metrics of `model` on `cases` (history items masked), via the eval protocol."""
+    from lumenrec.eval.protocol import evaluate
+
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate(lambda histories: score_histories(model, histories), cases, batch_size=batch_size)
+    finally:
+        model.train(was_training)
+
+
+class Trainer:
+    """Train a :class:`SASRec` on ``split.train`` (see the module docstring).
+
+    `loss_fn` overrides the loss named in the config (any module with the ranking-loss signature
+    ``(query (M, d), positives (M,), item_emb (N, d)) -> scalar``). `resume_from` continues a run
+    from a checkpoint directory: model config, weights, optimizer, RNG, epoch and best metric come
+    from it; `config` (e.g. a larger `epochs`) still governs the rest of the run.
+    """
+
+    def __init__(self, split: Split, model_config: SASRecConfig | None = None, config: TrainConfig | None = None, *,
+                 item_ids: Sequence[str] | None = None, dataset_name: str = "", loss_fn: nn.Module | None = None,
+                 resume_from: str | Path | None = None) -> None:
+        self.split = split
+        self.config = config or TrainConfig()
+        self.dataset_name = dataset_name
+        self.rank, self.world_size = _world()
+        self.item_ids = [str(i) for i in item_ids] if item_ids is not None else [str(i) for i in range(split.num_items)]
+        if len(self.item_ids) != split.num_items:
+            raise ValueError(f"{len(self.item_ids)} item ids for a split over {split.num_items} items")
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+
+        resume_tensors, resume_info = None, None
+        if resume_from is not None:
+            from lumenrec.retriever.checkpoint import load_model, load_resume_state
+
+            best_model, ckpt_ids, _ = load_model(resume_from)
+            resume_tensors, resume_info = load_resume_state(resume_from)
+            if ckpt_ids != self.item_ids:
+                raise CheckpointError(f"{resume_from}: item ids differ from this run's catalogue; cannot resume")
+            if model_config is not None and model_config != best_model.config:
+                log.warning("resume: using the checkpoint's model config %s instead of the given one", best_model.config)
+            model_config = best_model.config
+        if model_config is None:
+            model_config = SASRecConfig(num_items=split.num_items)
+        if model_config.num_items != split.num_items:
+            raise ConfigError("num_items", model_config.num_items, f"split has {split.num_items} items")
+        self.model_config = model_config
+
+        torch.manual_seed(self.config.seed)  # same init on every rank
+        self.model = SASRec(model_config)
+        if self.world_size > 1:  # belt and braces: make sure all ranks start from rank 0's weights
+            for t in self.model.state_dict().values():
+                dist.broadcast(t, 0)
+        torch.manual_seed(self.config.seed * 1000 + 1 + self.rank)  # dropout / negatives: distinct per rank
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
+                                           weight_decay=self.config.weight_decay, betas=(0.9, 0.98))
+        self.loss_fn = loss_fn if loss_fn is not None else self._make_loss()
+
+        # training examples: sequences with >= 2 items, cut to their last max_len + 1 items
+        L = model_config.max_len
+        self.train_seqs = [np.asarray(s, dtype=np.int64)[-(L + 1):] for s in split.train if len(s) >= 2]
+        if not self.train_seqs:
+            raise ValueError("no training sequence has 2 or more items: nothing to learn from")
+
+        # progress state (overwritten by a resume)
+        self.epoch = 0  # index of the epoch in progress (0-based)
+        self.batch_in_epoch = 0  # batches of that epoch already done
+        self.step = 0
+        self.best_metric = -math.inf
+        self.best_epoch = 0
+        self.best_valid: dict[str, float] = {}
+        self.bad_evals = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.last_state: dict[str, Tensor] = {}  # weights where the last fit() stopped (self.model holds the best)
+        if resume_tensors is not None:
+            self._restore(resume_tensors, resume_info, best_model)
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def _make_loss(self) -> nn.Module:
+        from lumenrec.retriever.losses import make_loss  # lazy: the losses live in their own module
+
+        return make_loss(self.config.loss, self.split.num_items, num_negatives=self.config.num_negatives,
+                         estimator=self.config.estimator, item_popularity=self.split.train_popularity())
+
+    def _restore(self, tensors: dict[str, Tensor], info: dict[str, Any], best_model: SASRec) -> None:
+        from lumenrec.retriever.checkpoint import optimizer_from_flat
+
+        try:
+            self.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.optimizer.load_state_dict(optimizer_from_flat(tensors, info["optimizer"]))
+            self.epoch, self.batch_in_epoch, self.step = int(info["epoch"]), int(info["batch_in_epoch"]), int(info["step"])
+            self.best_metric = float(info["best_metric"])
+            self.best_epoch, self.bad_evals = int(info["best_epoch"]), int(info["bad_evals"])
+            self.best_valid, self.history = dict(info.get("best_valid", {})), list(info.get("history", []))
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"resume state does not fit this model/optimizer: {e}") from e
+        self.best_state = {k: v.clone() for k, v in best_model.state_dict().items()}
+        if "rng.torch" in tensors and self.world_size == 1:
+            torch.set_rng_state(tensors["rng.torch"])
+        else:
+            torch.manual_seed(self.config.seed * 1000 + 1 + self.rank + 7919 * self.step)
+        log.info("resumed at epoch %d (batch %d), step %d, best %s=%.4f", self.epoch + 1, self.batch_in_epoch,
+                 self.step, self.config.metric, self.best_metric)
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The global batches (user indices) of `epoch`: a deterministic function of (seed, epoch).
+
+        With length bucketing: shuffle, cut into pools of 50 batches, sort each pool by length, cut
+        it into batches, shuffle the batch order. Batches stay random in content and order but
+        similar in length, so little compute goes to padding.
+        """
+        bs, n = self.config.batch_size, len(self.train_seqs)
+        rng = np.random.default_rng([self.config.seed, epoch])
+        order = rng.permutation(n)
+        if not self.config.length_bucketing:
+            return [order[s : s + bs] for s in range(0, n, bs)]
+        lengths = np.array([len(s) for s in self.train_seqs])
+        batches = []
+        pool = 50 * bs
+        for p in range(0, n, pool):
+            chunk = order[p : p + pool]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches += [chunk[s : s + bs] for s in range(0, len(chunk), bs)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    # -- one step --------------------------------------------------------------------------------
+
+    def _batch(self, idx: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Users `idx` -> (inputs (B, L), targets (B, L)) model indices, left-padded."""
+        seqs = [self.train_seqs[i] for i in idx]
+        L = self.model_config.max_len
+        return pad_histories([s[:-1] for s in seqs], L), pad_histories([s[1:] for s in seqs], L)
+
+    def _step(self, idx_local: np.ndarray) -> tuple[float, int]:
+        """One optimizer step on this rank's share of a global batch. Returns (global mean loss, global M)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=False)
+        m_local = 0
+        loss_local = torch.zeros(())
+        if len(idx_local):
+            inputs, targets = self._batch(idx_local)  # (B, L), (B, L)
+            valid = targets != 0  # (B, L)
+            m_local = int(valid.sum())
+        m_global = m_local
+        if self.world_size > 1:
+            t = torch.tensor([float(m_local)])
+            dist.all_reduce(t)
+            m_global = int(t.item())
+        if m_local:
+            hidden = self.model(inputs)  # (B, L, d)
+            query = hidden[valid]  # (M, d)
+            positives = targets[valid] - 1  # (M,) catalogue indices
+            loss_local = self.loss_fn(query, positives, self.model.item_embeddings())  # scalar mean over M_local
+            (loss_local * (m_local / m_global)).backward()
+        weighted = float(loss_local.detach()) * (m_local / max(m_global, 1))
+        if self.world_size > 1:
+            self._all_reduce_grads()
+            t = torch.tensor([weighted])
+            dist.all_reduce(t)
+            weighted = float(t.item())
+        if self.config.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        return weighted, m_global
+
+    def _all_reduce_grads(self) -> None:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])  # one collective instead of one per tensor
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p))
+            offset += n
+
+    def _agree(self, flag: bool) -> bool:
+        """Rank 0's decision, on every rank."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([1 if flag else 0])
+        dist.broadcast(t, 0)
+        return bool(t.item())
+
+    # -- evaluation and checkpoints ----------------------------------------------------------------
+
+    def _evaluate_valid(self, loss: float, epoch: int) -> bool:
+        """Rank 0: evaluate at (1-based) `epoch`, track the best weights. Returns True when patience ran out."""
+        metrics = evaluate_model(self.model, self.split.valid, batch_size=self.config.eval_batch_size)
+        value = metrics[self.config.metric]
+        entry = {"epoch": epoch, "step": self.step, "loss": loss, self.config.metric: value,
+                 "recall@10": metrics.get("recall@10")}
+        self.history.append(entry)
+        if value > self.best_metric:
+            self.best_metric, self.best_epoch, self.best_valid, self.bad_evals = value, epoch, metrics, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_evals += 1
+        log.info("epoch %d step %d loss %.4f valid %s %.4f (best %.4f @ epoch %d)", epoch, self.step, loss,
+                 self.config.metric, value, self.best_metric, self.best_epoch)
+        return self.bad_evals >= self.config.patience
+
+    def save(self, directory: str | Path | None = None, test_metrics: dict[str, float] | None = None) -> Path | None:
+        """Write the checkpoint (best weights + resume state) to `directory` or the config's checkpoint_dir."""
+        from lumenrec import __version__
+        from lumenrec.retriever.checkpoint import optimizer_to_flat, save_checkpoint
+
+        directory = directory or self.config.checkpoint_dir
+        if directory is None or self.rank != 0:
+            return None
+        opt_tensors, opt_info = optimizer_to_flat(self.optimizer.state_dict())
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(opt_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        info = {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+                "best_metric": self.best_metric if math.isfinite(self.best_metric) else -1e30,
+                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "best_valid": self.best_valid,
+                "history": self.history, "optimizer": opt_info}
+        metrics = {"valid": self.best_valid, "best_epoch": self.best_epoch, "metric": self.config.metric}
+        if test_metrics is not None:
+            metrics["test"] = test_metrics
+        config = {"model": self.model_config.to_dict(), "train": asdict(self.config), "dataset": self.dataset_name,
+                  "lumenrec_version": __version__, "world_size": self.world_size, "architecture": "sasrec"}
+        return save_checkpoint(directory, model_state=self.best_state, config=config, item_ids=self.item_ids,
+                               metrics=metrics, resume_tensors=tensors, resume_info=info)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train until a budget runs out or validation stops improving; return metrics (test on best weights)."""
+        cfg = self.config
+        t0 = time.monotonic()
+        train_time, seqs_seen, steps_this_run = 0.0, 0, 0
+        stopped = "epochs"
+        evaluated_at = self.step if self.history else -1
+        last_loss = float("nan")
+        show = cfg.progress and self.rank == 0
+        while self.epoch < cfg.epochs:
+            batches = self._epoch_batches(self.epoch)  # same batches on every rank
+            steps_per_epoch = len(batches)
+            bar = tqdm(total=steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}",
+                       disable=not show, unit="step", leave=False)
+            loss_sum, loss_n = 0.0, 0
+            stop = False
+            while self.batch_in_epoch < steps_per_epoch:
+                batch = batches[self.batch_in_epoch]
+                ts = time.monotonic()
+                loss, _ = self._step(batch[self.rank :: self.world_size])
+                train_time += time.monotonic() - ts
+                self.batch_in_epoch += 1
+                steps_this_run += 1
+                seqs_seen += len(batch)
+                loss_sum, loss_n = loss_sum + loss, loss_n + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", seq_s=f"{seqs_seen / max(train_time, 1e-9):.0f}")
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    stopped, stop = "max_steps", True
+                    break
+                over = cfg.max_time_s is not None and time.monotonic() - t0 > cfg.max_time_s
+                if self._agree(over):
+                    stopped, stop = "max_time", True
+                    break
+            bar.close()
+            last_loss = loss_sum / max(loss_n, 1)
+            if self.batch_in_epoch >= steps_per_epoch:  # epoch finished (possibly on its last allowed step)
+                self.epoch += 1
+                self.batch_in_epoch = 0
+            if stop:
+                break
+            if self.epoch % cfg.eval_every == 0:
+                patience_out = False
+                if self.rank == 0:
+                    patience_out = self._evaluate_valid(last_loss, self.epoch)  # self.epoch = epochs done
+                    self.save()
+                evaluated_at = self.step
+                if self._agree(patience_out):
+                    stopped = "early_stop"
+                    break
+        if self.rank == 0 and evaluated_at != self.step and steps_this_run:
+            self._evaluate_valid(last_loss, self.epoch + (self.batch_in_epoch > 0))  # budget ended between evaluations: consider the latest weights
+        test: dict[str, float] = {}
+        self.last_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}  # where training stopped
+        if self.rank == 0:
+            self.model.load_state_dict(self.best_state)
+            test = evaluate_model(self.model, self.split.test, batch_size=cfg.eval_batch_size) if len(self.split.test) else {}
+            if cfg.checkpoint_dir:
+                self.model.load_state_dict(self.last_state)  # resume state = where training stopped
+                self.save(test_metrics=test)
+                self.model.load_state_dict(self.best_state)
+        if self.world_size > 1:
+            dist.barrier()  # ranks > 0 return empty metrics; rank 0 holds the result
+        wall = time.monotonic() - t0
+        return TrainResult(
+            best_valid=self.best_valid, test=test, best_epoch=self.best_epoch, epochs=self.epoch, steps=self.step,
+            stopped=stopped, wall_time_s=wall, train_time_s=train_time,
+            steps_per_s=steps_this_run / max(train_time, 1e-9), sequences_per_s=seqs_seen / max(train_time, 1e-9),
+            peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, world_size=self.world_size,
+            history=list(self.history), checkpoint_dir=str(cfg.checkpoint_dir) if cfg.checkpoint_dir else None,
+        )
+
+    def retriever(self, catalog) -> SASRecRetriever:
+        """The trained model (best weights after :meth:`fit`) as a retriever over `catalog`."""
+        return SASRecRetriever(self.model, catalog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m lumenrec.retriever.train`` (also under torchrun): same options as
+    ``lumenrec train``. Under torchrun (WORLD_SIZE > 1) it joins a gloo process group."""
+    import os
+
+    from lumenrec.retriever.commands import build_train_parser, run_train
+
+    args = build_train_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("gloo")
+    try:
+        return run_train(args)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

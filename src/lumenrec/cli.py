@@ -20,8 +20,12 @@ _COMMAND_MODULES = [
     "lumenrec.quickstart",
     "lumenrec.data.commands",
     "lumenrec.retriever.commands",
+    "lumenrec.retriever.index_commands",
+    "lumenrec.retriever.ilm_commands",
     "lumenrec.eval.commands",
+    "lumenrec.eval.replay_commands",
     "lumenrec.agent.commands",
+    "lumenrec.agent.llm_commands",
     "lumenrec.tools.commands",
 ]
 

@@ -1,0 +1,371 @@
+"""Grounded narratives of REGEN's three kinds, from an LLM when there is one, offline otherwise.
+
+- ``purchase_reason``: why this user buys this item next, given their history and critique;
+- ``endorsement``: the item pitched to this user;
+- ``user_summary``: the user's tastes, from their history.
+
+:class:`NarrativeGenerator` prompts the LLM with catalogue facts and the history only
+(:data:`PROMPT_VERSION` names the prompt set), checks the answer with the grounding checker,
+regenerates once with the unsupported claims pointed out, then repairs (drops unsupported sentences),
+and falls back to :class:`OfflineNarrator` on LLMError or an empty/ungrounded result. The result
+says which generator produced the text.
+
+:class:`OfflineNarrator` needs no model: it fills one of several templates per sentence (picked by a
+hash of user id, item id and kind, so output is deterministic yet varied) with facts only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from lumenrec.agent.grounding import (BrandVocabulary, Facts, GroundingChecker, GroundingReport, repair,
+                                      split_sentences)
+from lumenrec.data.types import NARRATIVE_KINDS, Catalog, Conversation, Item
+from lumenrec.errors import LLMError, ToolInputError
+
+__all__ = ["PROMPT_VERSION", "NarrativeResult", "NarrativeGenerator", "OfflineNarrator", "build_messages",
+           "short_title"]
+
+log = logging.getLogger(__name__)
+
+# Bump when a prompt changes: stored narratives and evaluation numbers name the version they used.
+PROMPT_VERSION = "narrative-v1"
+
+_SYSTEM = ("You write short texts for an office-supplies shop. Use only the facts given. Never invent numbers, "
+           "prices, pack sizes, sizes, colours or brand names. Write plain sentences: no lists, no headings.")
+
+_TASKS = {
+    "purchase_reason": "In one or two sentences, explain why this shopper bought the recommended item next.",
+    "endorsement": "In two or three sentences, recommend the item to this shopper, speaking to them as 'you'.",
+    "user_summary": "In three sentences, describe this shopper's tastes based on their past purchases.",
+}
+
+
+# ---------------------------------------------------------------------------------------------- facts
+def short_title(item: Item, max_words: int = 9) -> str:
+    """A readable prefix of the title: cut at the first ' - ', ',' or '(' and at `max_words` words.
+
+    A prefix of the title states nothing the title does not, so it stays grounded.
+    """
+    t = re.sub(r"\s+", " ", item.title).strip()
+    for sep in (" - ", " -- ", ", ", " (", " | ", "; "):
+        i = t.find(sep)
+        if i > 0 and len(t[:i].split()) >= 2:
+            t = t[:i]
+    words = t.split()
+    if len(words) > max_words:
+        t = " ".join(words[:max_words])
+    return t.rstrip(" ,;:-/&(").strip() or item.id
+
+
+def _cat(name: str) -> str:
+    """A category name for the middle of a sentence: lowercased unless a word is an acronym."""
+    return " ".join(w if (w.isupper() and len(w) > 1) else w.lower() for w in name.split())
+
+
+def _first_sentence(text: str, max_chars: int = 180) -> str:
+    text = re.sub(r"\s+", " ", text or "").strip()
+    spans = split_sentences(text)
+    if not spans:
+        return ""
+    s = text[spans[0][0]:spans[0][1]].strip()
+    if len(s) > max_chars or len(s.split()) < 4 or not s[0].isalpha():
+        return ""
+    return s if s[-1] in ".!?" else s + "."
+
+
+def _join(names: Sequence[str]) -> str:
+    names = list(names)
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def build_messages(kind: str, item: Item | None, history: Sequence[Item], critique: str | None = None,
+                   max_history: int = 8, max_description_chars: int = 300) -> list[dict]:
+    """The chat messages for one narrative: catalogue facts and history only (PROMPT_VERSION)."""
+    if kind not in NARRATIVE_KINDS:
+        raise ToolInputError(f"narrative kind must be one of {', '.join(NARRATIVE_KINDS)}, got {kind!r}")
+    lines: list[str] = []
+    if item is not None and kind != "user_summary":
+        lines.append("Recommended item:")
+        lines.append(f"- Title: {item.title}")
+        if item.brand:
+            lines.append(f"- Brand: {item.brand}")
+        if item.categories:
+            lines.append(f"- Category: {' > '.join(item.categories)}")
+        for k, v in sorted(item.attributes.items()):
+            lines.append(f"- {k}: {v}")
+        if item.price is not None:
+            lines.append(f"- Price: ${item.price:.2f}")
+        if item.description:
+            lines.append(f"- Description: {item.description[:max_description_chars]}")
+    recent = list(history)[-max_history:]
+    if recent:
+        lines.append("The shopper's past purchases, oldest first:")
+        lines += [f"- {h.title}" + (f" (brand: {h.brand})" if h.brand else "") for h in recent]
+    if critique and kind != "user_summary":
+        lines.append(f'The shopper asked: "{critique.strip()}"')
+    lines.append("")
+    lines.append(_TASKS[kind])
+    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+_ECHO_RE = re.compile(r"^(?:the shopper asked:|recommended item:|the shopper's past purchases|- title:)", re.IGNORECASE)
+
+
+def _echoes_prompt(text: str) -> bool:
+    """A small model sometimes just repeats the prompt's fact list or the quoted request."""
+    return bool(_ECHO_RE.match(text.strip()))
+
+
+def _clean_output(text: str) -> str:
+    """Model output as one paragraph: no markdown, no half sentence at the end."""
+    t = re.sub(r"[*#`_]+", "", text or "")
+    t = re.sub(r"^\s*(?:sure|certainly|here is|here's)[^.:!\n]*[:!.]\s*", "", t, flags=re.IGNORECASE)
+    t = re.sub(r"\s+", " ", t).strip().strip('"').strip()
+    spans = split_sentences(t)
+    if len(spans) > 1 and t[spans[-1][1] - 1] not in ".!?":
+        t = t[:spans[-1][0]].strip()  # drop the unfinished last sentence (max_tokens cut it)
+    return t
+
+
+# --------------------------------------------------------------------------------------------- offline
+def _pick(options: Sequence[str], *key: str) -> str:
+    h = hashlib.md5("|".join(key).encode("utf-8")).digest()
+    return options[int.from_bytes(h[:4], "big") % len(options)]
+
+
+class OfflineNarrator:
+    """Deterministic, model-free narratives that state only catalogue and history facts."""
+
+    name = "offline"
+
+    def narrate(self, kind: str, item: Item | None, history: Sequence[Item], *, user_id: str = "",
+                critique: str | None = None) -> str:
+        if kind not in NARRATIVE_KINDS:
+            raise ToolInputError(f"narrative kind must be one of {', '.join(NARRATIVE_KINDS)}, got {kind!r}")
+        if kind != "user_summary" and item is None:
+            raise ToolInputError(f"a {kind} narrative needs the item it is about")
+        key = (user_id, item.id if item is not None else "", kind)
+        if kind == "purchase_reason":
+            return self._purchase_reason(item, list(history), key, critique)
+        if kind == "endorsement":
+            return self._endorsement(item, list(history), key)
+        return self._user_summary(list(history), key)
+
+    # -- purchase_reason: 1 to 3 sentences --
+    def _purchase_reason(self, item: Item, history: list[Item], key: tuple, critique: str | None) -> str:
+        it = short_title(item)
+        prev = history[-1] if history else None
+        cat = _cat(item.category) if item.category else "item"
+        out = []
+        if prev is None:
+            out.append(_pick([f"The {it} was this shopper's first pick in {cat}.",
+                              f"This shopper started with the {it}, an item in {cat}."], *key, "a"))
+        else:
+            pt = short_title(prev)
+            if item.brand and prev.brand and item.brand.lower() == prev.brand.lower():
+                out.append(_pick([
+                    f"After the {pt}, this shopper stayed with {item.brand} and chose the {it} next.",
+                    f"Happy with the {pt}, they went back to {item.brand} for the {it}.",
+                    f"Having bought the {pt}, they picked another {item.brand} product: the {it}.",
+                ], *key, "a"))
+            elif item.category and item.category == prev.category:
+                out.append(_pick([
+                    f"After the {pt}, this shopper wanted another option in {cat} and chose the {it}.",
+                    f"Still shopping in {cat} after the {pt}, they settled on the {it}.",
+                    f"The {pt} left them looking for something else in {cat}, and the {it} filled that gap.",
+                ], *key, "a"))
+            else:
+                out.append(_pick([
+                    f"After the {pt}, this shopper's needs moved on to {cat}, so they bought the {it}.",
+                    f"With the {pt} taken care of, they turned to {cat} and picked the {it}.",
+                    f"Their next need after the {pt} was in {cat}, which is where the {it} comes in.",
+                ], *key, "a"))
+        if critique:
+            out.append(_pick([
+                "Their own request asked for something different from the last purchase, and this item answers it.",
+                "What they asked for in the chat points straight at this item.",
+                "It matches the change they described when they asked for something new.",
+            ], *key, "b"))
+        n_brand = sum(1 for h in history if item.brand and h.brand.lower() == item.brand.lower())
+        if n_brand >= 2:
+            out.append(_pick([f"{item.brand} is a brand they have bought more than once before.",
+                              f"They have trusted {item.brand} repeatedly in the past."], *key, "c"))
+        return " ".join(out[:3])
+
+    # -- endorsement: 2 to 4 sentences --
+    def _endorsement(self, item: Item, history: list[Item], key: tuple) -> str:
+        it = short_title(item)
+        by = f" from {item.brand}" if item.brand and not it.lower().startswith(item.brand.lower()) else ""
+        out = [_pick([
+            f"The {it}{by} is a good next step for you.",
+            f"Take a look at the {it}{by}.",
+            f"We think you will like the {it}{by}.",
+            f"Your next pick could be the {it}{by}.",
+        ], *key, "a")]
+        desc = _first_sentence(item.description)
+        if desc:
+            out.append(_pick([f'Its description reads: "{desc}"', f'In the maker\'s words: "{desc}"'], *key, "b"))
+        elif item.category:
+            path = " > ".join(item.categories[-2:])
+            out.append(_pick([f"It belongs in {_cat(path)}.", f"You will find it under {_cat(path)}."], *key, "b"))
+        same_brand = [h for h in history if item.brand and h.brand.lower() == item.brand.lower()]
+        same_cat = [h for h in history if item.category and h.category == item.category]
+        if same_brand:
+            out.append(_pick([f"You already know {item.brand} from the {short_title(same_brand[-1])}.",
+                              f"It comes from {item.brand}, the maker of the {short_title(same_brand[-1])} you bought."],
+                             *key, "c"))
+        elif same_cat:
+            out.append(_pick([f"It fits right in with the {short_title(same_cat[-1])} you already own.",
+                              f"It pairs naturally with the {short_title(same_cat[-1])} from your past orders."],
+                             *key, "c"))
+        elif history:
+            out.append(_pick([f"It adds something new next to the {short_title(history[-1])} you bought last.",
+                              f"It broadens a collection that already includes the {short_title(history[-1])}."],
+                             *key, "c"))
+        return " ".join(out[:4])
+
+    # -- user_summary: 3 to 5 sentences --
+    def _user_summary(self, history: list[Item], key: tuple) -> str:
+        if not history:
+            return "This shopper has no purchases on record yet. Their tastes will show after a first order. Any item is a fresh start."
+        cats = Counter(h.category for h in history if h.category)
+        brands = Counter(h.brand for h in history if h.brand)
+        tops = [_cat(c) for c, _ in cats.most_common(2)]
+        out = []
+        if tops:
+            out.append(_pick([f"This shopper mostly buys {_join(tops)}.",
+                              f"Most of this shopper's orders are in {_join(tops)}.",
+                              f"Their history centres on {_join(tops)}."], *key, "a"))
+        else:
+            out.append("This shopper buys across the catalogue.")
+        top_brands = [b for b, _ in brands.most_common(3)]
+        if top_brands and brands.most_common(1)[0][1] >= 2:
+            out.append(_pick([f"{top_brands[0]} is the brand they return to most often.",
+                              f"They come back to {top_brands[0]} again and again."], *key, "b"))
+            if len(top_brands) > 1:
+                out.append(_pick([f"They also buy from {_join(top_brands[1:])}.",
+                                  f"Other brands in their orders include {_join(top_brands[1:])}."], *key, "c"))
+        elif top_brands:
+            out.append(_pick([f"They try different makers, such as {_join(top_brands)}.",
+                              f"Their orders come from a spread of brands like {_join(top_brands)}."], *key, "b"))
+        out.append(_pick([f"Their latest purchase was the {short_title(history[-1])}.",
+                          f"Most recently they bought the {short_title(history[-1])}."], *key, "d"))
+        if len(history) > 1 and len(out) < 4:
+            out.append(_pick([f"One of their earlier orders was the {short_title(history[0])}.",
+                              f"Early on they picked up the {short_title(history[0])}."], *key, "e"))
+        if len(out) < 3:
+            out.append("They seem to value practical, everyday tools.")
+        return " ".join(out[:5])
+
+
+# ------------------------------------------------------------------------------------------ generator
+@dataclass
+class NarrativeResult:
+    """One narrative and how it came to be."""
+
+    kind: str
+    text: str
+    generator: str  # "llm", "llm+regenerated", "llm+repaired" or "offline"
+    model: str | None = None  # the LLM's model id when an LLM produced the text
+    prompt_version: str = PROMPT_VERSION
+    report: GroundingReport | None = None  # the check of the final text
+    unsupported_before: int = 0  # unsupported claims in the LLM's first answer
+    fallback_reason: str = ""  # why the offline narrator was used, when it was
+    attempts: list[str] = field(default_factory=list)  # the raw LLM answers, for inspection
+
+
+class NarrativeGenerator:
+    """LLM narratives checked against the facts, with regeneration, repair and an offline fallback."""
+
+    def __init__(self, llm=None, catalog: Catalog | None = None, *, checker: GroundingChecker | None = None,
+                 max_tokens: int = 120, temperature: float = 0.0, regenerate: bool = True,
+                 min_words: int = 6) -> None:
+        self.llm = llm
+        self.catalog = catalog
+        self.checker = checker or GroundingChecker(BrandVocabulary.from_catalog(catalog) if catalog else None)
+        self.max_tokens, self.temperature = max_tokens, temperature
+        self.regenerate, self.min_words = regenerate, min_words
+        self.offline = OfflineNarrator()
+
+    def facts(self, kind: str, item: Item | None, history: Sequence[Item], critique: str | None) -> Facts:
+        items = [item] if item is not None and kind != "user_summary" else []
+        extra = [critique] if critique and kind != "user_summary" else []
+        return self.checker.facts(items, history, extra)
+
+    def generate(self, kind: str, item: Item | None, history: Sequence[Item], *, user_id: str = "",
+                 critique: str | None = None) -> NarrativeResult:
+        history = list(history)
+        facts = self.facts(kind, item, history, critique)
+        if self.llm is None:
+            return self._offline(kind, item, history, user_id, critique, facts, "no LLM configured")
+        messages = build_messages(kind, item, history, critique)
+        attempts: list[str] = []
+        before = 0
+        try:
+            first = _clean_output(self.llm.generate(messages, self.max_tokens, self.temperature))
+            attempts.append(first)
+            rep1 = self.checker.check(first, facts)
+            before = len(rep1.unsupported)
+            if self._usable(first) and rep1.supported:
+                return NarrativeResult(kind, first, "llm", self.llm.model, report=rep1, attempts=attempts)
+            best, best_rep = (first, rep1) if self._usable(first) else ("", rep1)
+            if self.regenerate and first:
+                if rep1.unsupported:
+                    bad = ", ".join(f'"{c.text}"' for c in rep1.unsupported)
+                    feedback = f"These details are not in the facts: {bad}. Write it again and mention only facts listed above."
+                else:
+                    feedback = "Do not repeat the facts or the request. " + _TASKS[kind]
+                retry = messages + [{"role": "assistant", "content": first}, {"role": "user", "content": feedback}]
+                second = _clean_output(self.llm.generate(retry, self.max_tokens, self.temperature))
+                attempts.append(second)
+                rep2 = self.checker.check(second, facts)
+                if self._usable(second) and rep2.supported:
+                    return NarrativeResult(kind, second, "llm+regenerated", self.llm.model, report=rep2,
+                                           unsupported_before=before, attempts=attempts)
+                if self._usable(second):
+                    best, best_rep = second, rep2
+            repaired = _drop_sentences(best, best_rep)
+            if self._usable(repaired):
+                rep = self.checker.check(repaired, facts)
+                if rep.supported:
+                    return NarrativeResult(kind, repaired, "llm+repaired", self.llm.model, report=rep,
+                                           unsupported_before=before, attempts=attempts)
+            if best:
+                reason = f"ungrounded LLM output ({best_rep.summary()})"
+            else:
+                reason = "empty LLM output" if not any(attempts) else "unusable LLM output (too short or echoes the prompt)"
+        except LLMError as e:
+            log.warning("narrative %s: LLM failed, using the offline narrator: %s", kind, e)
+            reason = f"LLMError: {e}"
+        res = self._offline(kind, item, history, user_id, critique, facts, reason)
+        res.unsupported_before, res.attempts = before, attempts
+        return res
+
+    def _usable(self, text: str) -> bool:
+        return bool(text) and len(text.split()) >= self.min_words and not _echoes_prompt(text)
+
+    def _offline(self, kind, item, history, user_id, critique, facts, reason) -> NarrativeResult:
+        text = self.offline.narrate(kind, item, history, user_id=user_id, critique=critique)
+        return NarrativeResult(kind, text, "offline", None, report=self.checker.check(text, facts),
+                               fallback_reason=reason)
+
+    def for_conversation(self, conv: Conversation, kind: str, catalog: Catalog | None = None) -> NarrativeResult:
+        """The narrative of `kind` for a REGEN conversation (its target, history and critique)."""
+        cat = catalog or self.catalog
+        if cat is None:
+            raise ToolInputError("for_conversation needs a catalogue (pass catalog= here or to the generator)")
+        item = cat.get(conv.target) if conv.target else None
+        history = [cat.get(i) for i in conv.history if i in cat]
+        return self.generate(kind, item, history, user_id=conv.user_id, critique=conv.critique)
+
+
+def _drop_sentences(text: str, report: GroundingReport) -> str:
+    return repair(text, report) if text else ""

@@ -1,0 +1,678 @@
+"""The product surface: one object that runs a chat turn end to end.
+
+    rec = Recommender.from_dataset("synthetic")
+    reply = rec.chat("s1", "I need gel pens")
+    reply = rec.chat("s1", "not BIC again")        # constraints accumulate in the session
+
+A turn is: **route** (offline rules, or the LLM tool-calling router) -> per intent:
+
+- ``recommend``: parse the critique -> merge its constraints into the session -> retrieve with
+  ``Query(history, text, exclude_ids=rejected, allowed=constraints mask)`` -> narrate the top items;
+- ``explain``: a narrative for a shown item ("the second one");
+- ``summarize_user``: the user-summary narrative + the active constraints;
+- ``clarify``: a question with 2-3 concrete options drawn from the catalogue's categories;
+- ``smalltalk`` / ``out_of_scope``: a polite redirect; ``injection``: a refusal, never any item.
+
+**Grounding guarantee**: items reach the user only through retriever output (or a shown item the
+shopper refers to), and :meth:`Recommender._ground` checks every id against the catalogue before a
+reply leaves; an item an LLM names is mapped by exact title, else dropped.
+
+Each :class:`Reply` carries a ``trace`` (route, parse, retrieve, narrate: timing and details) so a
+developer can see why it answered what it did, and ``fallback_used`` when the LLM router failed and
+the offline router answered instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Generator, Iterator, Sequence
+
+import numpy as np
+
+from lumenrec.agent.critique import Critique, CritiqueParser
+from lumenrec.agent.intents import INJECTION_RX, Intent
+from lumenrec.agent.router import REFUSAL, OfflineRouter, RouteDecision
+from lumenrec.agent.session import Constraints, InMemorySessionStore, Session
+from lumenrec.data.types import Catalog, Item
+from lumenrec.errors import CheckpointError, ConfigError, DataNotFoundError, ToolInputError
+
+__all__ = ["RecommenderConfig", "Reply", "TraceStep", "Recommender", "MANIFEST", "write_manifest"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "recommender.json"
+ROUTERS = ("offline", "llm")
+RETRIEVER_KINDS = ("text", "lumen", "sasrec")
+
+REDIRECT_SMALLTALK = ("Happy to help! I recommend office products from the catalogue: tell me what you need "
+                      "(for example gel pens, binders or printer ink) and I'll suggest a few.")
+REDIRECT_OUT_OF_SCOPE = ("That's outside what I can help with: I only know this shop's office products. "
+                         "What are you shopping for today?")
+
+
+@dataclass
+class RecommenderConfig:
+    """How a turn is run. Everything a deployment may want to change, nothing else."""
+
+    # "offline": deterministic rules (no model, ~ms); "llm": LangChain tool-calling agent, offline fallback.
+    router: str = "offline"
+    # Items returned per recommend turn: 5 fits a chat bubble and leaves room for narratives.
+    top_k: int = 5
+    # Items that get a narrative ("why"): narrating is the slow part when an LLM writes them.
+    narrate_top: int = 3
+    # When the constraints leave no candidate, retry with only the brand excludes (the shopper's
+    # explicit "not X" is never relaxed) instead of answering with nothing.
+    relax_when_empty: bool = True
+    # Previous recommend request kept in the retrieval text, so "not BIC again" still means pens.
+    carry_request_text: bool = True
+    # LLM router: an OpenAI-compatible endpoint (e.g. `lumenrec llm serve`) and the model id it serves.
+    llm_base_url: str = "http://127.0.0.1:8001/v1"
+    llm_model: str = "SmolLM2-135M-Instruct"
+    # LLM router: seconds one whole agent turn may take before the offline router answers instead.
+    llm_timeout_s: float = 60.0
+    # LLM router: tokens per model answer (tool calls are short; a small local model rambles).
+    llm_max_tokens: int = 256
+    # LLM router: agent steps (model call + tool call pairs) before the turn counts as failed.
+    llm_max_steps: int = 6
+
+    def __post_init__(self) -> None:
+        if self.router not in ROUTERS:
+            raise ConfigError("router", self.router, f"must be one of {', '.join(ROUTERS)}")
+        if int(self.top_k) != self.top_k or not 1 <= self.top_k <= 100:
+            raise ConfigError("top_k", self.top_k, "must be an integer in [1, 100]")
+        if int(self.narrate_top) != self.narrate_top or not 0 <= self.narrate_top <= self.top_k:
+            raise ConfigError("narrate_top", self.narrate_top, f"must be an integer in [0, top_k={self.top_k}]")
+        if not (self.llm_timeout_s > 0):
+            raise ConfigError("llm_timeout_s", self.llm_timeout_s, "must be > 0 (every LLM turn needs a timeout)")
+        if self.llm_max_tokens < 1:
+            raise ConfigError("llm_max_tokens", self.llm_max_tokens, "must be >= 1")
+        if self.llm_max_steps < 1:
+            raise ConfigError("llm_max_steps", self.llm_max_steps, "must be >= 1")
+        if not str(self.llm_base_url).startswith(("http://", "https://")):
+            raise ConfigError("llm_base_url", self.llm_base_url, "must be an http(s) URL such as http://127.0.0.1:8001/v1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RecommenderConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError("config", sorted(unknown), f"unknown fields; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+@dataclass
+class TraceStep:
+    """One step of a turn: its name (route, parse, retrieve, narrate, ...), time taken, details."""
+
+    name: str
+    ms: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reply:
+    """What one turn returns. `items` are catalogue items: {id, title, brand, category, why}."""
+
+    text: str
+    items: list[dict[str, str]] = field(default_factory=list)
+    narrative: str = ""
+    intent: str = ""
+    trace: list[TraceStep] = field(default_factory=list)
+    fallback_used: bool = False
+    session_id: str = ""
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [it["id"] for it in self.items]
+
+    def timing_ms(self, exclude: Sequence[str] = ()) -> float:
+        """Total time of the traced steps, leaving out the steps named in `exclude` (e.g. 'narrate')."""
+        return float(sum(s.ms for s in self.trace if s.name not in exclude))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Timer:
+    """Times one named step and appends it to a trace."""
+
+    def __init__(self, trace: list[TraceStep], name: str) -> None:
+        self.trace, self.name, self.details = trace, name, {}
+
+    def __enter__(self) -> dict[str, Any]:
+        self.t0 = time.perf_counter()
+        return self.details
+
+    def __exit__(self, *exc) -> None:
+        self.trace.append(TraceStep(self.name, (time.perf_counter() - self.t0) * 1000.0, self.details))
+
+
+@dataclass
+class _Outcome:
+    """What an intent handler produced (before grounding and session bookkeeping)."""
+
+    intent: Intent
+    text: str
+    items: list[tuple[str, str]] = field(default_factory=list)  # (item id, why)
+    narrative: str = ""
+
+
+class Recommender:
+    """Routes each message, runs the intent, keeps the session, and answers with grounded items.
+
+    `retriever` is any :class:`lumenrec.retriever.base.BaseRetriever` over `catalog`. `router`
+    defaults to the offline router (or the LLM router when ``config.router == "llm"``); `narrator` is
+    an :class:`~lumenrec.agent.narrative.OfflineNarrator` (default) or a
+    :class:`~lumenrec.agent.narrative.NarrativeGenerator`; `store` keeps sessions between turns.
+    """
+
+    def __init__(self, catalog: Catalog, retriever, *, router=None, narrator=None, parser: CritiqueParser | None = None,
+                 store=None, config: RecommenderConfig | None = None) -> None:
+        if getattr(retriever, "catalog", None) is not None and len(retriever.catalog) != len(catalog):
+            raise ConfigError("retriever", type(retriever).__name__,
+                              f"ranks {len(retriever.catalog)} items but the catalogue has {len(catalog)}")
+        self.catalog, self.retriever = catalog, retriever
+        self.config = config or RecommenderConfig()
+        self.parser = parser or CritiqueParser(catalog)
+        self.offline_router = OfflineRouter(parser=self.parser)
+        if narrator is None:
+            from lumenrec.agent.narrative import OfflineNarrator
+
+            narrator = OfflineNarrator()
+        self.narrator = narrator
+        self.store = store if store is not None else InMemorySessionStore()
+        if router is None and self.config.router == "llm":
+            from lumenrec.agent.llm_router import LLMRouter
+
+            router = LLMRouter.from_config(self.config)
+        self.router = router if router is not None else self.offline_router
+        self._title_index: dict[str, str] = {}
+        for it in catalog:
+            self._title_index.setdefault(it.title.strip().lower(), it.id)
+        self._top_categories = self._category_options()
+
+    # ------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_dataset(cls, name: str = "synthetic", *, retriever=None, **kwargs) -> "Recommender":
+        """A recommender over a registered dataset (offline default: the synthetic store) and a
+        text-only retriever unless one is given."""
+        from lumenrec.data.registry import load_dataset
+
+        ds = load_dataset(name)
+        if retriever is None:
+            from lumenrec.retriever.text_retriever import TextRetriever
+
+            retriever = TextRetriever(ds.catalog)
+        rec = cls(ds.catalog, retriever, **kwargs)
+        rec.dataset_name = name
+        return rec
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **kwargs) -> "Recommender":
+        """Load from a directory holding ``recommender.json`` (see :func:`write_manifest`).
+
+        The manifest names the catalogue (``dataset.name`` registered, or ``dataset.path`` a
+        catalogue .jsonl relative to the directory), the retriever (``retriever.kind`` text / lumen /
+        sasrec + ``retriever.checkpoint``; text when absent), optionally ``index.path`` and
+        ``config`` (RecommenderConfig fields). Keyword arguments override the constructor's.
+        """
+        d = Path(directory)
+        path = d / MANIFEST
+        if not path.is_file():
+            raise DataNotFoundError(f"{path} not found: a recommender directory needs a {MANIFEST} manifest "
+                                    f"(write one with lumenrec.agent.recommender.write_manifest)")
+        try:
+            man = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+        ds = man.get("dataset") or {}
+        if ds.get("path"):
+            cpath = (d / ds["path"]) if not Path(ds["path"]).is_absolute() else Path(ds["path"])
+            if not cpath.is_file():
+                raise DataNotFoundError(f"{path}: dataset.path {cpath} does not exist")
+            catalog = Catalog.load_jsonl(cpath)
+        elif ds.get("name"):
+            from lumenrec.data.registry import load_dataset
+
+            catalog = load_dataset(ds["name"]).catalog
+        else:
+            raise CheckpointError(f"{path}: 'dataset' needs a 'name' (registered dataset) or a 'path' (catalogue .jsonl)")
+        rcfg = man.get("retriever") or {"kind": "text"}
+        kind = rcfg.get("kind", "text")
+        if kind not in RETRIEVER_KINDS:
+            raise CheckpointError(f"{path}: retriever.kind {kind!r} is not one of {', '.join(RETRIEVER_KINDS)}")
+        ckpt = rcfg.get("checkpoint")
+        ckpt_path = None if not ckpt else (d / ckpt if not Path(ckpt).is_absolute() else Path(ckpt))
+        if kind != "text" and ckpt_path is None:
+            log.warning("%s: retriever.kind=%s without a checkpoint: using the text retriever", path, kind)
+            kind = "text"
+        retriever = _load_retriever(kind, ckpt_path, catalog, rcfg, d)
+        config = kwargs.pop("config", None) or RecommenderConfig.from_dict(man.get("config") or {})
+        rec = cls(catalog, retriever, config=config, **kwargs)
+        rec.manifest = man
+        return rec
+
+    def warmup(self) -> float:
+        """Run one throw-away retrieval (loads lazy models such as the text encoder); returns seconds.
+
+        Servers call it at start so that the first shopper's turn is not the one paying for the load.
+        """
+        from lumenrec.retriever.base import Query
+
+        t0 = time.perf_counter()
+        self.retriever.retrieve(Query(text="office supplies"), k=1)
+        return time.perf_counter() - t0
+
+    # ------------------------------------------------------------------------------------- turns
+    def chat(self, session_id: str, message: str, history: Sequence[str] | None = None) -> Reply:
+        """Run one turn for `session_id` (created on first use, with `history` item ids if given)."""
+        reply = None
+        for ev in self.chat_stream(session_id, message, history):
+            if isinstance(ev, Reply):
+                reply = ev
+        assert reply is not None
+        return reply
+
+    def chat_stream(self, session_id: str, message: str, history: Sequence[str] | None = None) -> Iterator[str | Reply]:
+        """Like :meth:`chat`, but yields the reply text in pieces as it is produced, then the Reply."""
+        if not isinstance(message, str):
+            raise ToolInputError(f"message must be a string, got {type(message).__name__}")
+        if not isinstance(session_id, str) or not session_id:
+            raise ToolInputError(f"session_id must be a non-empty string, got {session_id!r}")
+        session = self.session(session_id, history)
+        if self.router is not self.offline_router and hasattr(self.router, "run_turn"):
+            # LLM tool-calling turn: tools run the intents; any failure -> offline, flagged.
+            trace: list[TraceStep] = []
+            t0 = time.perf_counter()
+            try:
+                reply = self.router.run_turn(self, session_id, message)
+                reply.trace.insert(0, TraceStep("route", (time.perf_counter() - t0) * 1000.0,
+                                                {"router": "llm", **getattr(reply, "_route_details", {})}))
+                yield reply.text
+                yield reply
+                return
+            except Exception as e:  # any failure of the LLM path: the offline router answers
+                log.warning("LLM router failed, using the offline router: %s", e)
+                trace.append(TraceStep("route_llm_failed", (time.perf_counter() - t0) * 1000.0,
+                                       {"error": f"{type(e).__name__}: {e}"[:300]}))
+                session = self.session(session_id, history)  # tools may have touched it
+            gen = self._offline_turn(session, message, trace)
+            reply = yield from gen
+            reply.fallback_used = True
+            yield reply
+            return
+        gen = self._offline_turn(session, message, [])
+        reply = yield from gen
+        yield reply
+
+    def _offline_turn(self, session: Session, message: str, trace: list[TraceStep]) -> Generator[str, None, Reply]:
+        # a plain Router given by the caller routes; behind an LLM turn router, the offline rules do
+        router = self.router if not hasattr(self.router, "run_turn") else self.offline_router
+        with _Timer(trace, "route") as det:
+            decision = router.route(message, session)
+            det.update(router=type(router).__name__, intent=decision.intent.value, reason=decision.reason,
+                       confidence=round(decision.confidence, 3))
+        reply = yield from self.run_decision(session, message, decision, trace)
+        return reply
+
+    def run_intent(self, session_id: str, message: str, intent: Intent | str, *, item_ref: int | str | None = None) -> Reply:
+        """Run one intent directly (what the tools call): no routing, but injection is still refused."""
+        session = self.session(session_id)
+        intent = Intent(intent)
+        trace: list[TraceStep] = []
+        if INJECTION_RX.search(message or ""):
+            decision = RouteDecision(Intent.INJECTION, 0.99, None, None, "injection pattern in tool input")
+        else:
+            crit = None
+            if intent in (Intent.RECOMMEND, Intent.EXPLAIN) and message:
+                with _Timer(trace, "parse") as det:
+                    crit = self.parser.parse(message, shown=session.last_shown or None)
+                    det.update(critique={k: v for k, v in crit.to_dict().items() if v not in (None, [], {}, "")})
+            ref = item_ref if isinstance(item_ref, int) else (crit.item_ref if crit else None)
+            decision = RouteDecision(intent, 1.0, crit, ref, "tool call")
+            if isinstance(item_ref, str):
+                decision.reason = "tool call: " + item_ref
+        gen = self.run_decision(session, message, decision, trace, item_ref_text=item_ref if isinstance(item_ref, str) else None)
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+    def run_decision(self, session: Session, message: str, decision: RouteDecision, trace: list[TraceStep],
+                     item_ref_text: str | None = None) -> Generator[str, None, Reply]:
+        """Run a routed decision on a session, save the session, return a grounded Reply."""
+        intent = decision.intent
+        if intent == Intent.RECOMMEND:
+            out = yield from self._recommend(session, message, decision, trace)
+        elif intent == Intent.EXPLAIN:
+            out = yield from self._explain(session, decision, trace, item_ref_text)
+        elif intent == Intent.SUMMARIZE_USER:
+            out = yield from self._summarize(session, trace)
+        elif intent == Intent.CLARIFY:
+            out = _Outcome(intent, self._clarify_text(session))
+            yield out.text
+        elif intent == Intent.INJECTION:
+            out = _Outcome(intent, REFUSAL)
+            yield out.text
+        elif intent == Intent.OUT_OF_SCOPE:
+            out = _Outcome(intent, REDIRECT_OUT_OF_SCOPE)
+            yield out.text
+        else:
+            out = _Outcome(Intent.SMALLTALK, REDIRECT_SMALLTALK)
+            yield out.text
+        items = self._ground(out.items, trace)
+        session.add_turn("user", message, intent.value)
+        session.add_turn("assistant", out.text, intent.value, [it["id"] for it in items])
+        self.store.put(session)
+        return Reply(text=out.text, items=items, narrative=out.narrative, intent=intent.value, trace=trace,
+                     session_id=session.session_id)
+
+    # --------------------------------------------------------------------------------- sessions
+    def session(self, session_id: str, history: Sequence[str] | None = None) -> Session:
+        """The stored session (a copy), created on first use. History ids not in the catalogue are dropped."""
+        s = self.store.get(session_id)
+        if s is None:
+            s = Session(session_id=session_id)
+        if history and not s.history:
+            s.history = [str(h) for h in history if str(h) in self.catalog]
+        if s.session_id != session_id:
+            s.session_id = session_id
+        return s
+
+    def save_session(self, session_id: str) -> str:
+        """The session as JSON (to persist a conversation and continue it later)."""
+        s = self.store.get(session_id)
+        if s is None:
+            raise ToolInputError(f"no session {session_id!r}: start one with chat({session_id!r}, message)")
+        return s.to_json()
+
+    def restore_session(self, blob: str) -> Session:
+        """Put a session saved with :meth:`save_session` back into the store; returns it."""
+        s = Session.from_json(blob)
+        self.store.put(s)
+        return s
+
+    # --------------------------------------------------------------------------------- handlers
+    def _recommend(self, session: Session, message: str, decision: RouteDecision,
+                   trace: list[TraceStep]) -> Generator[str, None, _Outcome]:
+        crit = decision.critique
+        if crit is None:
+            with _Timer(trace, "parse") as det:
+                crit = self.parser.parse(message, shown=session.last_shown or None)
+                det.update(critique={k: v for k, v in crit.to_dict().items() if v not in (None, [], {}, "")})
+        elif not any(s.name == "parse" for s in trace):
+            trace.append(TraceStep("parse", 0.0, {"critique": {k: v for k, v in crit.to_dict().items()
+                                                                if v not in (None, [], {}, "")},
+                                                   "note": "parsed by the router"}))
+        # accept / reject signals
+        ref_id = session.resolve_ref(crit.item_ref)
+        if crit.signal == "accept" and session.last_shown:
+            chosen = ref_id or session.last_shown[0]
+            session.accept(chosen)
+            item = self.catalog.get(chosen)
+            text = f"Great choice: {item.title}. I've noted it; ask me anytime for something to go with it."
+            yield text
+            return _Outcome(Intent.RECOMMEND, text, [(chosen, "you chose this item")], "")
+        if crit.signal == "reject" and session.last_shown:
+            for i in ([ref_id] if ref_id else session.last_shown):
+                session.reject(i)
+        if crit.ref_relation == "unlike" and ref_id:
+            session.reject(ref_id)
+        before = session.constraints
+        constraints = session.apply_critique(crit)
+        # retrieval text: this message (minus excluded names) + the previous request it refines
+        text = crit.text or message
+        prev = self._previous_request(session) if self.config.carry_request_text else None
+        if prev and prev.strip().lower() != text.strip().lower():
+            text = f"{prev}. {text}"
+        with _Timer(trace, "retrieve") as det:
+            from lumenrec.retriever.base import Query
+
+            mask = constraints.to_mask(self.catalog)
+            query = Query(history=list(session.history), text=text, exclude_ids=list(session.rejected), allowed=mask)
+            ids, scores = self.retriever.retrieve(query, k=self.config.top_k)
+            relaxed = False
+            if not ids and self.config.relax_when_empty and not constraints.is_empty():
+                loose = Constraints(exclude_brands=list(constraints.exclude_brands))
+                query.allowed = loose.to_mask(self.catalog)
+                ids, scores = self.retriever.retrieve(query, k=self.config.top_k)
+                relaxed = True
+            det.update(retriever=type(self.retriever).__name__, text=text, candidates=int(mask.sum()),
+                       k=self.config.top_k, ids=list(ids), scores=[round(float(s), 4) for s in scores],
+                       relaxed=relaxed, constraints=_compact(constraints.to_dict()),
+                       constraints_changed=constraints != before)
+        if not ids:
+            text = ("I couldn't find anything in the catalogue that fits all of that. Could you loosen a constraint, "
+                    "for example the brand or the price?")
+            yield text
+            return _Outcome(Intent.RECOMMEND, text)
+        session.record_shown(list(ids))
+        intro = self._intro(crit, constraints, relaxed)
+        yield intro + "\n"
+        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        out_items: list[tuple[str, str]] = []
+        lines = [intro]
+        with _Timer(trace, "narrate") as det:
+            det.update(narrator=type(self.narrator).__name__, narrated=min(len(ids), self.config.narrate_top))
+            for rank, iid in enumerate(ids, 1):
+                item = self.catalog.get(iid)
+                why = self._narrate("endorsement", item, hist, session, crit.original or message) \
+                    if rank <= self.config.narrate_top else ""
+                out_items.append((iid, why))
+                line = f"{rank}. {_item_line(item)}" + (f" - {why}" if why else "")
+                lines.append(line)
+                yield line + "\n"
+        narrative = " ".join(w for _, w in out_items if w)
+        return _Outcome(Intent.RECOMMEND, "\n".join(lines), out_items, narrative)
+
+    def _explain(self, session: Session, decision: RouteDecision, trace: list[TraceStep],
+                 item_ref_text: str | None = None) -> Generator[str, None, _Outcome]:
+        iid = None
+        if item_ref_text is not None:
+            iid = self.resolve_item_ref(session, item_ref_text)
+        if iid is None:
+            ref = decision.target_item_ref if decision.target_item_ref is not None else (
+                decision.critique.item_ref if decision.critique else None)
+            iid = session.resolve_ref(0 if ref is None else ref)
+        if iid is None:
+            text = "I haven't shown you anything yet. Tell me what you need and I'll recommend a few items first."
+            yield text
+            return _Outcome(Intent.EXPLAIN, text)
+        item = self.catalog.get(iid)
+        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        with _Timer(trace, "narrate") as det:
+            why = self._narrate("endorsement", item, hist, session, None)
+            det.update(narrator=type(self.narrator).__name__, item=iid)
+        facts = [f"brand {item.brand}" if item.brand else "", f"category {' > '.join(item.categories)}" if item.categories else "",
+                 f"price ${item.price:.2f}" if item.price is not None else ""]
+        facts_s = "; ".join(f for f in facts if f)
+        pos = session.last_shown.index(iid) + 1 if iid in session.last_shown else None
+        head = f"About #{pos}, {_item_line(item)}" if pos else f"About {_item_line(item)}"
+        text = f"{head}. {why}" + (f" ({facts_s}.)" if facts_s else "")
+        yield text
+        return _Outcome(Intent.EXPLAIN, text, [(iid, why)], why)
+
+    def _summarize(self, session: Session, trace: list[TraceStep]) -> Generator[str, None, _Outcome]:
+        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        with _Timer(trace, "narrate") as det:
+            summary = self._narrate("user_summary", None, hist, session, None)
+            det.update(narrator=type(self.narrator).__name__, history=len(hist))
+        cons = describe_constraints(session.constraints)
+        text = summary + (f" In this chat you asked for: {cons}." if cons else "")
+        yield text
+        return _Outcome(Intent.SUMMARIZE_USER, text, [], summary)
+
+    def _clarify_text(self, session: Session) -> str:
+        opts = self._category_options(session)
+        return (f"Happy to help. What are you looking for: {', '.join(opts[:-1])} or {opts[-1]}? "
+                "A brand, colour or budget helps too.")
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _category_options(self, session: Session | None = None, n: int = 3) -> list[str]:
+        """n concrete leaf categories: the shopper's own first, then the catalogue's largest."""
+        if session is None or not getattr(self, "_top_categories", None):
+            counts = Counter(it.category for it in self.catalog if it.category)
+            top = [c for c, _ in counts.most_common(10)] or ["pens", "paper", "binders"]
+            if session is None:
+                return top
+        else:
+            top = self._top_categories
+        own = Counter(self.catalog.get(h).category for h in session.history if h in self.catalog and self.catalog.get(h).category)
+        opts = [c for c, _ in own.most_common(2)]
+        opts += [c for c in top if c not in opts]
+        return [o.lower() for o in opts[:n]]
+
+    def _previous_request(self, session: Session) -> str | None:
+        """Text of the latest earlier recommend request (its excluded names removed)."""
+        for t in reversed(session.turns):
+            if t.role == "user" and t.intent == Intent.RECOMMEND.value:
+                return self.parser.parse(t.text).text or None
+        return None
+
+    def _intro(self, crit: Critique, constraints: Constraints, relaxed: bool) -> str:
+        cons = describe_constraints(constraints)
+        if relaxed:
+            return (f"Nothing matched every constraint ({cons}), so here are the closest items that still avoid "
+                    "the brands you ruled out:")
+        return f"Here are some picks ({cons}):" if cons else "Here are some picks for you:"
+
+    def _narrate(self, kind: str, item: Item | None, history: list[Item], session: Session, critique: str | None) -> str:
+        n = self.narrator
+        uid = session.user_id or session.session_id
+        if hasattr(n, "generate") and not hasattr(n, "narrate"):
+            return n.generate(kind, item, history, user_id=uid, critique=critique).text
+        return n.narrate(kind, item, history, user_id=uid, critique=critique)
+
+    def resolve_item_ref(self, session: Session, ref: str) -> str | None:
+        """An item id for a reference, first match of: an id shown in this session, a position in the
+        last shown list ('2', '#2'), a catalogue id, an exact title, an ordinal ('the second one')."""
+        ref = (ref or "").strip()
+        if not ref:
+            return None
+        if any(ref in row for row in session.shown):
+            return ref
+        m = re.fullmatch(r"#?\s*(\d{1,2})", ref)  # a position wins over a numeric id not shown
+        if m and 1 <= int(m.group(1)) <= len(session.last_shown):
+            return session.resolve_ref(int(m.group(1)) - 1)
+        if ref in self.catalog:
+            return ref
+        by_title = self._title_index.get(ref.lower())
+        if by_title is not None:
+            return by_title
+        crit = self.parser.parse(ref, shown=session.last_shown or None)
+        return session.resolve_ref(crit.item_ref) if crit.item_ref is not None else None
+
+    def ground_item(self, item_id: str | None = None, title: str | None = None) -> str | None:
+        """A catalogue id for an item named from outside (an LLM): by id, else exact title, else None."""
+        if item_id is not None and str(item_id) in self.catalog:
+            return str(item_id)
+        if title:
+            return self._title_index.get(title.strip().lower())
+        return None
+
+    def _ground(self, pairs: list[tuple[str, str]], trace: list[TraceStep]) -> list[dict[str, str]]:
+        """Only catalogue items leave: every id is checked; unknown ones are dropped and traced."""
+        out, dropped, seen = [], [], set()
+        for iid, why in pairs:
+            gid = self.ground_item(iid)
+            if gid is None or gid in seen:
+                if gid is None:
+                    dropped.append(iid)
+                continue
+            seen.add(gid)
+            it = self.catalog.get(gid)
+            out.append({"id": it.id, "title": it.title, "brand": it.brand, "category": it.category, "why": why})
+        if dropped:
+            log.warning("dropped %d item ids not in the catalogue: %s", len(dropped), dropped[:5])
+            trace.append(TraceStep("ground", 0.0, {"dropped": dropped}))
+        return out
+
+    def item_dict(self, item_id: str, why: str = "") -> dict[str, str]:
+        it = self.catalog.get(item_id)
+        return {"id": it.id, "title": it.title, "brand": it.brand, "category": it.category, "why": why}
+
+
+# ---------------------------------------------------------------------------------------------- utils
+def _item_line(item: Item) -> str:
+    return f"{item.title}" + (f" ({item.brand})" if item.brand else "")
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v not in (None, [], {}, "")}
+
+
+def describe_constraints(c: Constraints) -> str:
+    """Active constraints in words ('not BIC; under $10'), '' when none."""
+    parts = []
+    if c.include_brands:
+        parts.append("brand " + " or ".join(c.include_brands))
+    if c.exclude_brands:
+        parts.append("not " + ", ".join(c.exclude_brands))
+    if c.include_categories:
+        parts.append(" or ".join(c.include_categories))
+    if c.exclude_categories:
+        parts.append("no " + ", ".join(c.exclude_categories))
+    if c.attributes:
+        parts.append(", ".join(f"{k} {v}" for k, v in sorted(c.attributes.items())))
+    if c.max_price is not None:
+        parts.append(f"under ${c.max_price:g}")
+    if c.min_price is not None:
+        parts.append(f"over ${c.min_price:g}")
+    return "; ".join(parts)
+
+
+def _load_retriever(kind: str, ckpt: Path | None, catalog: Catalog, rcfg: dict[str, Any], base: Path):
+    if kind == "text":
+        from lumenrec.retriever.text_retriever import TextRetriever
+
+        return TextRetriever(catalog)
+    if ckpt is None or not ckpt.exists():
+        raise CheckpointError(f"retriever checkpoint {ckpt} does not exist")
+    if kind == "sasrec":
+        from lumenrec.retriever.sasrec import SASRecRetriever
+
+        return SASRecRetriever.from_pretrained(ckpt, catalog)
+    from lumenrec.retriever.lumen import LumenRetriever
+
+    seq = None
+    if rcfg.get("seq_checkpoint"):
+        from lumenrec.retriever.sasrec import SASRecRetriever
+
+        sp = Path(rcfg["seq_checkpoint"])
+        seq = SASRecRetriever.from_pretrained(sp if sp.is_absolute() else base / sp, catalog)
+    return LumenRetriever.load(ckpt, catalog, seq=seq)
+
+
+def write_manifest(directory: str | Path, *, dataset_name: str | None = None, catalog: Catalog | None = None,
+                   retriever_kind: str = "text", checkpoint: str | None = None, seq_checkpoint: str | None = None,
+                   index_path: str | None = None, config: RecommenderConfig | None = None) -> Path:
+    """Write ``recommender.json`` (and ``catalog.jsonl`` when a catalogue is given) into `directory`."""
+    if retriever_kind not in RETRIEVER_KINDS:
+        raise ConfigError("retriever_kind", retriever_kind, f"must be one of {', '.join(RETRIEVER_KINDS)}")
+    if (dataset_name is None) == (catalog is None):
+        raise ConfigError("dataset_name", dataset_name, "give exactly one of dataset_name or catalog")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    man: dict[str, Any] = {"format": "lumenrec-recommender-v1"}
+    if catalog is not None:
+        catalog.save_jsonl(d / "catalog.jsonl")
+        man["dataset"] = {"path": "catalog.jsonl"}
+    else:
+        man["dataset"] = {"name": dataset_name}
+    man["retriever"] = {"kind": retriever_kind, **({"checkpoint": checkpoint} if checkpoint else {}),
+                        **({"seq_checkpoint": seq_checkpoint} if seq_checkpoint else {})}
+    if index_path:
+        man["index"] = {"path": index_path}
+    if config is not None:
+        man["config"] = asdict(config)
+    tmp = d / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(man, indent=2), encoding="utf-8")
+    tmp.replace(d / MANIFEST)
+    return d / MANIFEST

@@ -1,0 +1,106 @@
+"""MCP surface: `python -m lumenrec mcp` spoken to by the official MCP Python client, over stdio and
+over streamable HTTP on 127.0.0.1 (real subprocesses, real transports)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("mcp")
+
+import anyio  # noqa: E402
+
+from lumenrec.tools.core import TOOL_NAMES  # noqa: E402
+
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False",
+       "PYTHONUNBUFFERED": "1", **({"LUMENREC_CACHE_DIR": os.environ["LUMENREC_CACHE_DIR"]}
+                                  if "LUMENREC_CACHE_DIR" in os.environ else {})}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    from lumenrec.data.registry import load_dataset
+
+    return load_dataset("synthetic").catalog
+
+
+def _text(result) -> str:
+    return "\n".join(getattr(c, "text", "") for c in result.content)
+
+
+async def _exercise(client, catalog) -> None:
+    listed = await client.list_tools()
+    names = {t.name for t in listed.tools}
+    assert names == set(TOOL_NAMES)
+    rec_tool = next(t for t in listed.tools if t.name == "recommend")
+    assert "Call this" in rec_tool.description and set(rec_tool.input_schema["required"]) == {"session_id", "request"}
+    res = await client.call_tool("recommend", {"session_id": "mcp1", "request": "gel pens"})
+    assert not res.is_error
+    ids = re.findall(r"^(\S+) \| ", _text(res), re.M)
+    assert ids and all(i in catalog for i in ids)
+    brand = catalog.get(ids[0]).brand
+    res2 = await client.call_tool("refine_with_critique", {"session_id": "mcp1", "critique": f"not {brand} again"})
+    ids2 = re.findall(r"^(\S+) \| ", _text(res2), re.M)
+    assert ids2 and all(catalog.get(i).brand != brand for i in ids2)
+    bad = await client.call_tool("item_details", {"item_id": "NOT-AN-ITEM"})
+    assert "not an item of the catalogue" in _text(bad)
+
+
+@pytest.mark.integration
+def test_mcp_over_stdio(catalog):
+    from mcp.client import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "lumenrec", "mcp"], env=ENV)
+
+    async def main():
+        with anyio.fail_after(90):
+            async with Client(params) as client:
+                await _exercise(client, catalog)
+
+    anyio.run(main)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_mcp_over_streamable_http(catalog):
+    from mcp.client import Client
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lumenrec", "mcp", "--transport", "http", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **ENV})
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"mcp server exited: {proc.stderr.read().decode()[-2000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.3)
+        else:
+            pytest.fail("mcp http server did not come up in 90 s")
+
+        async def main():
+            with anyio.fail_after(90):
+                async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                    await _exercise(client, catalog)
+
+        anyio.run(main)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -26,6 +26,7 @@ _COMMAND_MODULES = [
     "lumenrec.eval.replay_commands",
     "lumenrec.agent.commands",
     "lumenrec.agent.llm_commands",
+    "lumenrec.agent.serve_commands",
     "lumenrec.tools.commands",
 ]
 

@@ -17,7 +17,7 @@ __all__ = ["register", "add_train_arguments", "build_train_parser", "run_train",
 # option name -> namespace attribute, for re-building the command line handed to torchrun
 _FORWARDED = ["data", "out", "split", "loss", "negatives", "estimator", "epochs", "max_time", "max_steps",
               "batch_size", "lr", "weight_decay", "patience", "eval_every", "seed", "threads", "dim", "layers",
-              "heads", "dropout", "max_len", "resume"]
+              "heads", "dropout", "max_len", "resume", "refit_epochs"]
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +47,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=m.dropout)
     p.add_argument("--max-len", type=int, default=m.max_len)
     p.add_argument("--resume", default=None, help="checkpoint directory to continue training from")
+    p.add_argument("--refit-epochs", type=int, default=t.refit_epochs,
+                   help="after selection, epochs on train_full (seq[:-1]) for the final model (default %(default)s)")
+    p.add_argument("--no-refit", action="store_true", help="keep the selected weights: no refit on train_full")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -77,7 +80,8 @@ def configs_from_args(args: argparse.Namespace, num_items: int):
                         weight_decay=args.weight_decay, loss=args.loss, num_negatives=args.negatives,
                         estimator=args.estimator, max_time_s=args.max_time, max_steps=args.max_steps,
                         eval_every=args.eval_every, patience=args.patience, checkpoint_dir=args.out,
-                        num_threads=args.threads, progress=not args.no_progress)
+                        num_threads=args.threads, progress=not args.no_progress,
+                        refit_full=not args.no_refit, refit_epochs=args.refit_epochs)
     return model, train
 
 
@@ -116,6 +120,8 @@ def _train(args: argparse.Namespace) -> int:
             argv += [f"--{name.replace('_', '-')}", str(v)]
     if args.no_progress:
         argv.append("--no-progress")
+    if args.no_refit:
+        argv.append("--no-refit")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.ddp}",
            "-m", "lumenrec.retriever.train", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}

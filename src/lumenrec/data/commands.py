@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     _register_download(dsub)
     _register_synth(dsub)
+    _register_inpaint(dsub)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -76,4 +77,47 @@ def _synth(args: argparse.Namespace) -> int:
     ds = generate(SyntheticConfig(**kw))
     out = save_store(ds, args.out)
     print(json.dumps({**ds.summary(), "out": str(out)}, indent=2))
+    return 0
+
+
+def _register_inpaint(dsub: argparse._SubParsersAction) -> None:
+    ip = dsub.add_parser("inpaint", help="write REGEN-style conversations (critiques + narratives) for a dataset's users",
+                         description="One JSON line per user (dev conversations.jsonl format plus `critiques` and "
+                                     "`provenance`). Resumable: re-running skips users already in --out.")
+    ip.add_argument("--data", required=True, help="dataset name or path (e.g. synthetic, office-2014)")
+    ip.add_argument("--out", required=True, help="the JSONL file to write (appended to; resumable)")
+    ip.add_argument("--backend", default="offline", choices=["offline", "transformers", "openai"],
+                    help="who writes the texts: templates (offline), the local SmolLM2, or an OpenAI-compatible endpoint")
+    ip.add_argument("--base-url", default="http://127.0.0.1:8001/v1", help="OpenAI-compatible endpoint (--backend openai)")
+    ip.add_argument("--model", default=None, help="model id (openai) or a model dir/.gguf file (transformers)")
+    ip.add_argument("--limit", type=int, default=None, help="at most this many users in the file")
+    ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--critiques", default="all", choices=["all", "last"],
+                    help="critique every similar consecutive pair (all, REGEN) or only previous -> target (last)")
+    ip.add_argument("--similar-prefix", type=int, default=1, help="category levels two items must share to get a critique")
+    ip.add_argument("--include-dev-users", action="store_true",
+                    help="also inpaint users that the dataset's own conversations (the dev set) cover")
+    ip.add_argument("--no-progress", action="store_true")
+    ip.set_defaults(func=_inpaint)
+
+
+def _inpaint(args: argparse.Namespace) -> int:
+    from lumenrec.agent.inpaint import InpaintConfig, Inpainter, inpaint_to_file
+    from lumenrec.data.registry import load_dataset
+
+    cfg = InpaintConfig(seed=args.seed, similar_prefix=args.similar_prefix, critique_positions=args.critiques,
+                        exclude_conversation_users=not args.include_dev_users)
+    llm = None
+    if args.backend != "offline":
+        from lumenrec.agent.llm import DEFAULT_LOCAL_MODEL_NAME, LLMConfig, make_llm
+
+        if args.backend == "transformers":
+            llm = make_llm(LLMConfig(backend="transformers", model_path=args.model))
+        else:
+            llm = make_llm(LLMConfig(backend="openai", base_url=args.base_url,
+                                     model=args.model or DEFAULT_LOCAL_MODEL_NAME))
+    ds = load_dataset(args.data)
+    inp = Inpainter(ds.catalog, llm, cfg)
+    summary = inpaint_to_file(inp, inp.eligible(ds), args.out, limit=args.limit, progress=not args.no_progress)
+    print(json.dumps(summary.as_dict(), indent=2))
     return 0

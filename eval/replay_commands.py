@@ -47,27 +47,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from lumenrec.eval.replay import ReplayConfig, ReplaySystem, load_records, run_replay, RECORDS
-    from lumenrec.eval.replay_report import publish, summary_table, write_report
+    from lumenrec.eval.replay import ReplayConfig, ReplaySystem
+    from lumenrec.eval.replay_report import publish
 
     systems = [ReplaySystem.parse(s) for s in (args.system or ["offline"])]
     cfg = ReplayConfig(dataset=args.data, conversations=args.conversations, systems=systems,
                        ks=tuple(int(k) for k in args.ks.split(",")), workers=args.workers, out=args.out,
                        resume=not args.no_resume, limit=args.limit, semantic=not args.no_semantic)
-    summary = run_replay(cfg)
+    summary = run_and_print(cfg)
+    if args.publish:
+        cmd = "lumenrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "lumenrec eval replay"
+        j, m = publish(summary, cmd)
+        print(f"published: {j} and {m}")
+    return 0
+
+
+def run_and_print(cfg) -> dict:
+    """Run a replay, write its reports, print the summary table and where the HTML report is."""
     from pathlib import Path
 
+    from lumenrec.eval.replay import RECORDS, load_records, run_replay
+    from lumenrec.eval.replay_report import summary_table, write_report
+
+    summary = run_replay(cfg)
     paths = write_report(summary, load_records(Path(cfg.out) / RECORDS), cfg.out)
     print(summary_table(summary))
     for name, s in summary["systems"].items():
         print(f"{name}: catalogue validity {s['validity']['rate']:.1%}, "
               f"unsupported claim rate {s['grounding_reply_items']['unsupported_claim_rate']:.3f}")
     print(f"report: {paths['html']}")
-    if args.publish:
-        cmd = "lumenrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "lumenrec eval replay"
-        j, m = publish(summary, cmd)
-        print(f"published: {j} and {m}")
-    return 0
+    return summary
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -108,3 +108,26 @@ def test_real_regen_office_dev(shared_data):
     assert len(convs) == 150
     assert all(c.critique and c.target in ds.catalog and c.history[-1] == c.previous_item for c in convs)
     assert {c.meta["difficulty"] for c in convs} == {"easy", "medium", "hard"}
+
+
+def test_non_utf8_bytes_are_reported_at_their_line(tmp_path):
+    """A stray Latin-1 byte must give file:line, not a UnicodeDecodeError traceback."""
+    import pytest
+
+    from lumenrec.data import Catalog, Item, load_conversations
+    from lumenrec.errors import DataFormatError
+
+    cat = tmp_path / "cat.jsonl"
+    Catalog([Item("a", "pen"), Item("b", "ink")]).save_jsonl(cat)
+    cat.write_bytes(cat.read_bytes() + b'{"id": "c", "title": "caf\xe9"}\n')
+    with pytest.raises(DataFormatError, match=r"cat\.jsonl:3: not UTF-8"):
+        Catalog.load_jsonl(cat)
+    conv = tmp_path / "conv.jsonl"
+    conv.write_bytes(b'\n\xff\n')
+    with pytest.raises(DataFormatError, match=r"conv\.jsonl:2: not UTF-8"):
+        load_conversations(conv)
+    (tmp_path / "X.inter.json").write_bytes(b'{"u1": [1, 2],\n "u2": "\xff"}')
+    from lumenrec.data import load_benchmark_pair
+
+    with pytest.raises(DataFormatError, match=r"X\.inter\.json:2: not UTF-8"):
+        load_benchmark_pair(tmp_path)

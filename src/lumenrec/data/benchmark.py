@@ -52,7 +52,12 @@ def find_pair_name(directory: Path) -> str:
 
 
 def _read_json(path: Path) -> tuple[Any, str]:
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataFormatError(str(path), line, f"not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start})") from e
     try:
         return json.loads(text), text
     except json.JSONDecodeError as e:

@@ -78,19 +78,28 @@ def iter_records(
     record is recorded in `report` and reading goes on.
     """
     report = report if report is not None else LoadReport(str(path))
-    with open_text(path) as f:
+    p = Path(path)
+    if not p.exists():
+        raise DataNotFoundError(f"{p}: no such file")
+    # Binary lines decoded one by one, so a non-UTF-8 byte is reported at its exact line.
+    with (gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")) as f:
         lineno = 0
         while True:
             try:
-                line = f.readline()
-            except UnicodeDecodeError as e:
-                # A line that is not UTF-8: its place is the next line number.
-                raise DataFormatError(str(path), lineno + 1, f"not UTF-8 text ({e.reason})") from e
-            except (EOFError, OSError) as e:  # truncated gzip
+                raw = f.readline()
+            except (EOFError, OSError) as e:  # truncated or corrupt gzip
                 raise DataFormatError(str(path), lineno + 1, f"file is truncated or corrupt ({e})") from e
-            if not line:
+            if not raw:
                 break
             lineno += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                reason = f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})"
+                if not skip_bad:
+                    raise DataFormatError(str(path), lineno, reason) from e
+                report.skip(lineno, reason)
+                continue
             if not line.strip():
                 continue
             try:

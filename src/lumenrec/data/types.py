@@ -19,7 +19,6 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lumenrec.errors import DataFormatError
 
 __all__ = [
     "Item",
@@ -147,16 +146,10 @@ class Catalog:
 
     @classmethod
     def load_jsonl(cls, path: str | Path) -> "Catalog":
-        items = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    items.append(Item.from_dict(json.loads(line)))
-                except (ValueError, KeyError, TypeError) as e:
-                    raise DataFormatError(str(path), lineno, f"not a catalogue item: {e}") from e
-        return cls(items)
+        """Read the catalogue written by :meth:`save_jsonl`; a bad line raises DataFormatError at file:line."""
+        from lumenrec.data.io import iter_records  # io imports this module
+
+        return cls(iter_records(path, lambda line, _: Item.from_dict(json.loads(line))))
 
 
 @dataclass

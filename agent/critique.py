@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -794,22 +795,31 @@ class CritiqueParser:
 
     _PRICE_RX = re.compile(r"(under|below|less than|no more than|at most|max(?:imum)?|up to|cheaper than|over|above|more than|at least|min(?:imum)?)\s*(?:of\s*)?(?:about\s*|around\s*)?\$?\s*(\d+(?:\.\d+)?)\s*(?:\$|dollars|bucks|usd)?")
 
+    _MAX_PRICE = 1e7  # larger amounts ("under $999...9") are not a usable bound: ignored, not inf
+
+    @classmethod
+    def _money(cls, s: str) -> float | None:
+        v = float(s)
+        return v if math.isfinite(v) and 0 <= v <= cls._MAX_PRICE else None
+
     def _price(self, message: str, low: list[str], crit: Critique) -> None:
         text = message.lower()
         for m in self._PRICE_RX.finditer(text):
             if "$" not in m.group(0) and not re.search(r"dollars|bucks|usd", m.group(0)) and not re.search(r"\b(price|cost|budget|spend|pay)", text):
                 continue
-            v = float(m.group(2))
+            v = self._money(m.group(2))
+            if v is None:
+                continue
             if m.group(1) in {"over", "above", "more than", "at least", "min", "minimum"}:
                 crit.min_price = v
             else:
                 crit.max_price = v
         m = re.search(r"between\s*\$?(\d+(?:\.\d+)?)\s*(?:and|-|to)\s*\$?(\d+(?:\.\d+)?)", text)
         if m and (re.search(r"\$|dollars|bucks|price|budget", text)):
-            crit.min_price, crit.max_price = float(m.group(1)), float(m.group(2))
+            crit.min_price, crit.max_price = self._money(m.group(1)), self._money(m.group(2))
         m = re.search(r"\bbudget (?:is |of )?\$?(\d+(?:\.\d+)?)", text)
         if m and crit.max_price is None:
-            crit.max_price = float(m.group(1))
+            crit.max_price = self._money(m.group(1))
         if re.search(r"\b(cheaper|cheapest|less expensive|lower price|budget|inexpensive|affordable|cheap|not (?:so |too )?expensive|more affordable|save money|bargain|too (?:expensive|pricey)|costs? too much)\b", text):
             crit.price_direction = "cheaper"
         elif re.search(r"\b(pricier|more expensive|higher[- ]end|premium|fancier|splurge|luxury|top of the line|best quality|higher quality|nicer)\b", text):

@@ -515,7 +515,7 @@ class OpenAILLM:
                stop: list[str] | None = None) -> Iterator[str]:
         last = "no attempt made"
         for attempt in range(self.max_retries + 1):
-            yielded = False
+            yielded = finished = False
             try:
                 chunks = self._request(messages, max_tokens, temperature, stop, stream=True)
                 try:
@@ -523,6 +523,7 @@ class OpenAILLM:
                         if not getattr(chunk, "choices", None):
                             continue  # e.g. a final usage-only chunk
                         piece = chunk.choices[0].delta.content
+                        finished = finished or chunk.choices[0].finish_reason is not None
                         if piece:
                             yielded = True
                             yield piece
@@ -532,6 +533,9 @@ class OpenAILLM:
                         close()
                 if not yielded:
                     raise _Retryable("empty completion")
+                if not finished:  # the server closed the stream cleanly but never said it had finished
+                    raise LLMError(f"{self.base_url} model {self.model!r}: stream ended without a finish_reason "
+                                   "(cut off); the text so far is incomplete")
                 return
             except ToolInputError:
                 raise

@@ -76,6 +76,10 @@ def _first_sentence(text: str, max_chars: int = 180) -> str:
     s = text[spans[0][0]:spans[0][1]].strip()
     if len(s) > max_chars or len(s.split()) < 4 or not s[0].isalpha():
         return ""
+    from lumenrec.agent.intents import INJECTION_RX  # catalogue text is data: never quote orders in it
+
+    if INJECTION_RX.search(text):
+        return ""
     return s if s[-1] in ".!?" else s + "."
 
 

@@ -15,6 +15,8 @@ that file exists. Writes JSON (counts only, no dataset texts) and prints a Markd
 from __future__ import annotations
 
 import argparse
+
+from lumenrec.eval.report import update_section, write_json
 import json
 import logging
 import os
@@ -32,7 +34,6 @@ __all__ = ["run_bench", "to_markdown", "main"]
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "docs" / "results" / "agent.json"
 ROUTER_JSON = REPO / "docs" / "results" / "agent_router.json"
 
 
@@ -189,15 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-dir", default=None, help="a directory with recommender.json (default: text retriever)")
     ap.add_argument("--limit", type=int, default=None, help="replay only the first N conversations")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the serving setting)")
-    ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     report = run_bench(args.dataset, args.model_dir, args.limit, threads=args.threads)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    os.replace(tmp, out)
+    write_json("agent", report)
+    update_section("agent", "Command: `python -m lumenrec.eval.bench_agent`\n\n" + to_markdown(report),
+                   "Agent: per-turn latency and catalogue validity (dev replay)")
     print(to_markdown(report))
     return 0
 

@@ -10,11 +10,12 @@ Writes a JSON report (no dataset texts in it, only counts) and prints a Markdown
 from __future__ import annotations
 
 import argparse
+
+from lumenrec.eval.report import update_section, write_json
 import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -105,22 +106,16 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="office-2014")
     ap.add_argument("--backend", default="tfidf", choices=["tfidf", "minilm"])
-    ap.add_argument("--out", default=str(REPO / "docs" / "results" / "agent_router.json"))
     a = ap.parse_args(argv)
     r = run_bench(a.dataset, a.backend)
-    _atomic_write(Path(a.out), json.dumps(r, indent=2) + "\n")
+    write_json("agent_router", r)
+    update_section("agent-router", "Command: `python -m lumenrec.eval.bench_agent_router`\n\n" + to_markdown(r),
+                   "Agent: offline router intents and critique-parser consistency")
     print(to_markdown(r))
     return 0
 

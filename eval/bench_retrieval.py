@@ -17,9 +17,9 @@ critique); ILM vectors with the critique; LUMEN with and without the critique; I
 from __future__ import annotations
 
 import argparse
-import json
+
+from lumenrec.eval.report import update_section, write_json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -213,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lumenrec.eval.bench_retrieval", description=__doc__.split("\n")[0])
     p.add_argument("--seq-checkpoint", default=None, help="a SASRec checkpoint dir (trained on split.train); default: train one")
     p.add_argument("--work-dir", default=None, help="where trained models go (default: a temp dir)")
-    p.add_argument("--out", default="docs/results/retrieval.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ilm-epochs", type=int, default=10)
     p.add_argument("--lumen-per-ablation", action="store_true", help="also train a LUMEN on each ILM ablation")
@@ -225,11 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     res = run_benchmark(seq_checkpoint=a.seq_checkpoint, work_dir=a.work_dir, seed=a.seed, ilm_epochs=a.ilm_epochs,
                         lumen_epochs=a.lumen_epochs, lumen_per_ablation=a.lumen_per_ablation, losses=tuple(x for x in a.losses.split(",") if x),
                         progress=not a.no_progress)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(res, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    out = write_json("retrieval", res)
+    update_section("retrieval", "Command: `python -m lumenrec.eval.bench_retrieval`\n\n" + markdown_table(res),
+                   "Retrieval with critiques: Office 2014 + regen-office-dev (150 conversations)")
     print(markdown_table(res))
     print(f"\nwritten to {out} ({res['total_s']:.0f} s)")
     return 0

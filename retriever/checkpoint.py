@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from lumenrec.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["save_checkpoint", "load_model", "load_resume_state", "verify_checkpoint", "read_json",
            "optimizer_to_flat", "optimizer_from_flat"]
@@ -52,12 +55,35 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
+def recover_interrupted_swap(directory: str | Path) -> bool:
+    """Undo a swap cut between its two renames (old moved aside, new not yet in place).
+
+    `save_checkpoint` moves the previous checkpoint to ``.<name>.old-*/ckpt`` before renaming the
+    new one in; a kill between the two leaves no directory under the final name. The previous,
+    complete checkpoint is moved back (the newest if several). Returns whether it recovered one.
+    """
+    directory = Path(directory)
+    if directory.exists() or not directory.parent.is_dir():
+        return False
+    olds = sorted((p / "ckpt" for p in directory.parent.glob(f".{directory.name}.old-*") if (p / "ckpt").is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+    if not olds:
+        return False
+    os.replace(olds[-1], directory)
+    for p in olds[:-1]:
+        shutil.rmtree(p.parent, ignore_errors=True)
+    shutil.rmtree(olds[-1].parent, ignore_errors=True)
+    log.warning("%s: recovered the previous checkpoint after an interrupted swap", directory)
+    return True
+
+
 def save_checkpoint(directory: str | Path, *, model_state: dict[str, Tensor], config: dict[str, Any],
                     item_ids: list[str], metrics: dict[str, Any] | None = None,
                     resume_tensors: dict[str, Tensor] | None = None, resume_info: dict[str, Any] | None = None) -> Path:
     """Write a complete checkpoint directory atomically (see the module docstring)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_swap(directory)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         _write_json(tmp / "config.json", config)
@@ -99,6 +125,7 @@ def read_json(path: Path) -> Any:
 def verify_checkpoint(directory: str | Path, files: tuple[str, ...] = REQUIRED) -> dict[str, str]:
     """Check that `files` exist and match checksums.json; CheckpointError naming the first problem."""
     directory = Path(directory)
+    recover_interrupted_swap(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory does not exist")
     for name in files:

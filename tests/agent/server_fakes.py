@@ -121,7 +121,8 @@ class FakeOpenAIServer:
 
     ``ok``: a plain assistant answer; ``timeout``: sleeps `delay_s` before answering; ``die``: sends
     the headers and half a body (or one SSE chunk when streaming), then closes the socket;
-    ``error``: HTTP 500. `requests` counts the calls.
+    ``error``: HTTP 500; ``no_finish``: a stream that closes cleanly without a finish_reason chunk.
+    `requests` counts the calls.
     """
 
     def __init__(self, mode: str = "ok", delay_s: float = 5.0) -> None:
@@ -178,6 +179,9 @@ class FakeOpenAIServer:
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                         return
+                    if outer.mode != "no_finish":  # real servers end with a finish_reason chunk
+                        done = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                        send(f"data: {json.dumps(done)}\n\n".encode())
                     send(b"data: [DONE]\n\n")
                     self.wfile.write(b"0\r\n\r\n")
                     return

@@ -275,3 +275,14 @@ def test_labelled_constraints_on_office_catalogue(office):
                 assert b in getattr(c, key), (r["text"], key, c)
         checked += 1
     assert checked >= 15
+
+
+def test_absurd_price_is_ignored_not_infinite(tiny_catalog):
+    """'under $999...9' (400 nines) parses to inf as a float: it must not become a bound."""
+    from lumenrec.agent.critique import CritiqueParser
+    from lumenrec.agent.session import Constraints
+
+    c = CritiqueParser(tiny_catalog).parse("pens under $" + "9" * 400 + " please")
+    assert c.max_price is None
+    Constraints().merge(c)  # no ValueError from an infinite price
+    assert CritiqueParser(tiny_catalog).parse("pens under $12 please").max_price == 12.0

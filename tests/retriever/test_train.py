@@ -234,3 +234,21 @@ def test_epoch_batches_cover_every_user_once_and_bucket_by_length():
     t_rand = Trainer(split, _small(), _cfg(batch_size=8, length_bucketing=False), loss_fn=_CE())
     spread_rand = np.mean([np.ptp([len(t_rand.train_seqs[i]) for i in b]) for b in t_rand._epoch_batches(0)])
     assert spread < 0.5 * spread_rand  # bucketed batches hold histories of similar length
+
+
+def test_interrupted_swap_recovers_the_previous_checkpoint(tmp_path):
+    """Simulate a kill between the two renames of save_checkpoint: loading must find the old one."""
+    import os
+
+    import torch
+
+    from lumenrec.retriever.checkpoint import read_json, save_checkpoint, verify_checkpoint
+
+    ck = tmp_path / "ckpt"
+    save_checkpoint(ck, model_state={"w": torch.zeros(2)}, config={"step": 1}, item_ids=["a"])
+    aside = tmp_path / ".ckpt.old-x"
+    aside.mkdir()
+    os.replace(ck, aside / "ckpt")  # what the first rename does; the process dies before the second
+    assert not ck.exists()
+    verify_checkpoint(ck)
+    assert read_json(ck / "config.json")["step"] == 1 and not aside.exists()

@@ -48,7 +48,7 @@ def quick_configs(split: Split, max_time_s: float, *, seed: int = 0,
 
 
 def train_quick(dataset, split: Split, out_dir: str | Path, max_time_s: float, *, seed: int = 0,
-                num_threads: int | None = None) -> dict[str, float]:
+                num_threads: int | None = None, progress: bool = False) -> dict[str, float]:
     """Train SASRec on `split` within `max_time_s` seconds (selection + refit), save the checkpoint to
     `out_dir`, and return the test metrics dict of :func:`lumenrec.eval.protocol.evaluate`.
 
@@ -56,6 +56,7 @@ def train_quick(dataset, split: Split, out_dir: str | Path, max_time_s: float, *
     name go into the checkpoint)."""
     model_cfg, train_cfg = quick_configs(split, max_time_s, seed=seed, num_threads=num_threads)
     train_cfg.checkpoint_dir = str(out_dir)
+    train_cfg.progress = progress  # a tqdm bar with loss and sequences/s (the CLI turns it on)
     trainer = Trainer(split, model_cfg, train_cfg, item_ids=list(dataset.catalog.ids), dataset_name=dataset.name)
     result = trainer.fit()
     log.info("train_quick on %s: %d epochs (best %d, %s), refit %d epochs, test R@10 %.4f N@10 %.4f in %.0f s",

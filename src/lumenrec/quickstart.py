@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     }
     from lumenrec.retriever.quick import train_quick
 
-    rows["sasrec"] = train_quick(ds, split, out / "sasrec", max_time_s=args.max_time)
+    rows["sasrec"] = train_quick(ds, split, out / "sasrec", max_time_s=args.max_time, progress=True)
     summary = {"dataset": ds.summary(), "test_metrics": rows, "wall_s": round(time.time() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"lumenrec quickstart on {ds.name}: {len(ds.catalog)} items, {len(ds.interactions)} users "

@@ -16,7 +16,6 @@ Nothing is pickled. A directory is written to a temporary sibling and swapped in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from lumenrec.data.io import sha256_file
 from lumenrec.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,6 @@ RESUME_JSON = "resume.json"
 CHECKSUMS = "checksums.json"
 REQUIRED = ("config.json", "item_ids.json", MODEL_FILE, CHECKSUMS)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -93,7 +86,7 @@ def save_checkpoint(directory: str | Path, *, model_state: dict[str, Tensor], co
         if resume_tensors is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in resume_tensors.items()}, str(tmp / RESUME_TENSORS))
             _write_json(tmp / RESUME_JSON, resume_info or {})
-        sums = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        sums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         _write_json(tmp / CHECKSUMS, sums)
         umask = os.umask(0)
         os.umask(umask)
@@ -137,7 +130,7 @@ def verify_checkpoint(directory: str | Path, files: tuple[str, ...] = REQUIRED) 
             continue
         if name not in sums:
             raise CheckpointError(f"{directory}: checksums.json has no entry for {name}")
-        actual = _sha256(directory / name)
+        actual = sha256_file(directory / name)
         if actual != sums[name]:
             raise CheckpointError(f"{directory}: sha256 mismatch for {name} (file corrupt or modified): "
                                   f"expected {sums[name][:12]}..., got {actual[:12]}...")

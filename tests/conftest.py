@@ -4,6 +4,7 @@ skip with a reason where that path is absent (a fresh user machine)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers: `from netutil import free_port`
 SHARED_DATA = Path(os.environ.get("LUMENREC_DATA_DIR") or REPO.parent / "shared" / "data")
 
 

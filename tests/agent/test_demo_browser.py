@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,10 +21,7 @@ DATA = "synthetic:num_items=500,num_users=800,num_conversations=30"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netutil import free_port as _free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")

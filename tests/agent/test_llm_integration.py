@@ -6,7 +6,6 @@ The fault server is a plain http.server on 127.0.0.1 whose behaviour is picked b
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,10 +24,7 @@ pytestmark = pytest.mark.integration
 MSG = [{"role": "user", "content": "Name one thing found on an office desk."}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netutil import free_port as _free_port  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ the real model server

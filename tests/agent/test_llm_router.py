@@ -11,7 +11,6 @@ LangChain BaseChatModel (LangChain's GenericFakeChatModel cannot bind tools), so
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -192,10 +191,7 @@ def test_config_selects_the_llm_router(base):
 
 
 # ---------------------------------------------------------------------------------------------- e2e
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netutil import free_port as _free_port  # noqa: E402
 
 
 @pytest.mark.integration

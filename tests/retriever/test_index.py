@@ -7,7 +7,6 @@ marked integration), through the same ItemIndex code path.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -36,10 +35,7 @@ PEN = np.array([1, 0, 0, 0], dtype=np.float32)
 
 
 # -- a real Chroma server ------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netutil import free_port as _free_port  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -67,10 +67,7 @@ def test_mcp_over_stdio(catalog):
     anyio.run(main)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from netutil import free_port as _free_port  # noqa: E402
 
 
 @pytest.mark.integration

@@ -28,7 +28,6 @@ URL, keeping the relative file paths above, e.g. for a mirror or a local test se
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -39,6 +38,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lumenrec.data.io import sha256_file
 from lumenrec.errors import ConfigError, DataNotFoundError, LumenrecError
 
 __all__ = ["DownloadError", "RemoteFile", "DownloadSpec", "resolve", "download_file", "download",
@@ -128,13 +128,6 @@ def _http_error(url: str, e: Exception) -> DownloadError:
     return DownloadError(f"cannot reach {url}: {reason}{hint}")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def download_file(url: str, dest: str | Path, *, size: int | None = None, sha256: str | None = None,
                   progress: bool = True, timeout: float = 60.0, force: bool = False,
@@ -203,7 +196,7 @@ def download_file(url: str, dest: str | Path, *, size: int | None = None, sha256
     if size is not None and got != size:
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: got {got} bytes, expected {size}; the file was removed")
-    if sha256 is not None and _sha256(part) != sha256.lower():
+    if sha256 is not None and sha256_file(part) != sha256.lower():
         part.unlink(missing_ok=True)
         raise DownloadError(f"{url}: SHA-256 mismatch (expected {sha256}); the file was removed")
     if dest.name.endswith(".gz"):

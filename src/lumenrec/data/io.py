@@ -9,6 +9,7 @@ asked to skip bad records, in which case the record is counted and described in 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import logging
 from collections import Counter
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from lumenrec.errors import DataFormatError, DataNotFoundError
 
-__all__ = ["LoadReport", "open_text", "iter_records"]
+__all__ = ["LoadReport", "open_text", "iter_records", "sha256_file"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,3 +135,12 @@ def line_of_key(text: str, key: str) -> int | None:
 
 def json_error_place(e: Any) -> int | None:
     return getattr(e, "lineno", None)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (checkpoint and download integrity checks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

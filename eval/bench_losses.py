@@ -309,7 +309,7 @@ def plot_scaling(res: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(yl)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Full softmax vs sampled losses: cost per step grows with the catalogue only for softmax")
+    fig.suptitle(f"Cost of one training step vs catalogue size: full softmax vs sampled losses (m={res['m']})")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -27,15 +27,6 @@ from lumenrec.retriever.losses import (
 )
 from lumenrec.retriever.rank_estimation import harmonic, naive_table, posterior_table
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU (10x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 ALL_CONFIGS = [("softmax", {}), ("sampled_softmax", {}), ("sampled_softmax", {"negatives": "in_batch"}),
                ("sampled_softmax", {"negatives": "mixed"}), ("bpr", {}),
                ("warp", {"estimator": "naive"}), ("warp", {"estimator": "corrected"}),

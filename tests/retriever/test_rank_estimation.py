@@ -22,15 +22,6 @@ from lumenrec.retriever.rank_estimation import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU (10x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_weight_functions_match_their_definitions():
     for r in [0, 1, 2, 7, 100]:
         assert harmonic(r) == pytest.approx(sum(1.0 / j for j in range(1, r + 1)), abs=1e-12)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 
 
@@ -26,3 +31,31 @@ def wait_http(url: str, timeout_s: float = 60.0, proc=None) -> None:
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
+
+
+@contextlib.contextmanager
+def llm_server(timeout_s: float = 240.0, threads: int = 1):
+    """`lumenrec llm serve` (the real local SmolLM2) on a free 127.0.0.1 port; yields its base URL
+    (``http://127.0.0.1:PORT``, no ``/v1``). A first run dequantizes the GGUF once, hence the timeout.
+    Raises RuntimeError with the server's stderr tail if it exits or does not come up."""
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", "lumenrec", "llm", "serve", "--host", "127.0.0.1",
+                                 "--port", str(port), "--threads", str(threads)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            try:
+                wait_http(base + "/health", timeout_s=timeout_s, proc=proc)
+            except (RuntimeError, TimeoutError) as e:
+                err.seek(0)
+                raise RuntimeError(f"`lumenrec llm serve` did not come up: {e}\n{err.read().decode()[-2000:]}") from e
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

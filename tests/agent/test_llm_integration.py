@@ -5,9 +5,6 @@ The fault server is a plain http.server on 127.0.0.1 whose behaviour is picked b
 """
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -24,7 +21,7 @@ pytestmark = pytest.mark.integration
 MSG = [{"role": "user", "content": "Name one thing found on an office desk."}]
 
 
-from netutil import free_port as _free_port  # noqa: E402
+from netutil import free_port as _free_port, llm_server  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ the real model server
@@ -34,33 +31,8 @@ def smol_server():
     from lumenrec.agent.llm import find_smollm2_gguf
 
     find_smollm2_gguf()  # skips below via MissingExtraError if the model package is absent
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "lumenrec.cli", "llm", "serve", "--host", "127.0.0.1",
-                             "--port", str(port), "--threads", "1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240  # a first run dequantizes the GGUF file once
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"`lumenrec llm serve` exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if json.load(r)["status"] == "ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the LLM server did not come up within 240 s")
-            time.sleep(0.5)
+    with llm_server() as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_real_server_lists_the_model(smol_server):

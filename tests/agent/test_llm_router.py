@@ -10,9 +10,6 @@ LangChain BaseChatModel (LangChain's GenericFakeChatModel cannot bind tools), so
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -191,7 +188,7 @@ def test_config_selects_the_llm_router(base):
 
 
 # ---------------------------------------------------------------------------------------------- e2e
-from netutil import free_port as _free_port  # noqa: E402
+from netutil import llm_server  # noqa: E402
 
 
 @pytest.mark.integration
@@ -209,25 +206,8 @@ def test_agent_against_real_openai_compatible_server(base, record_property):
         find_smollm2_gguf()
     except Exception as e:  # the model package is an extra
         pytest.skip(f"SmolLM2 not installed: {e}")
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "lumenrec", "llm", "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        import httpx
-
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"llm server exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("llm server did not come up in 120 s")
-        cfg = RecommenderConfig(router="llm", llm_base_url=f"http://127.0.0.1:{port}/v1",
+    with llm_server() as base_url:
+        cfg = RecommenderConfig(router="llm", llm_base_url=f"{base_url}/v1",
                                 llm_timeout_s=90, llm_max_tokens=48, llm_max_steps=2)
         rec = Recommender(base.catalog, base.retriever, parser=base.parser, config=cfg)
         t0 = time.perf_counter()
@@ -240,9 +220,3 @@ def test_agent_against_real_openai_compatible_server(base, record_property):
         why = next((s.details.get("error", "") for s in reply.trace if s.name == "route_llm_failed"), "")
         record_property("llm_e2e_fallback_reason", why)
         print(f"\nLLM e2e: path={path} in {took:.1f} s; trace={[s.name for s in reply.trace]}; {why[:200]}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

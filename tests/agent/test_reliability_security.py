@@ -198,12 +198,10 @@ def test_injection_with_the_llm_router_on_the_real_local_model():
     """The LLM router driven by the REAL local model (`lumenrec llm serve`, SmolLM2-135M) over the
     hostile catalogue: whatever the model does (tool calls or the offline fallback), replies hold only
     catalogue items, never the hostile payload, never the system prompt."""
-    import os
-    import subprocess
     import time
 
     pytest.importorskip("langchain_openai")
-    from netutil import free_port, wait_http
+    from netutil import llm_server
 
     from lumenrec.agent.llm import find_smollm2_gguf
     from lumenrec.agent.recommender import RecommenderConfig
@@ -212,14 +210,9 @@ def test_injection_with_the_llm_router_on_the_real_local_model():
         find_smollm2_gguf()
     except Exception as e:  # the model package is installed by the README's command, not by pip extras
         pytest.skip(f"SmolLM2 not installed: {e}")
-    port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "lumenrec", "llm", "serve", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout_s=240, proc=proc)
+    with llm_server() as base_url:
         cat = tiny_catalog(hostile=True)
-        cfg = RecommenderConfig(router="llm", llm_base_url=f"http://127.0.0.1:{port}/v1", llm_timeout_s=90,
+        cfg = RecommenderConfig(router="llm", llm_base_url=f"{base_url}/v1", llm_timeout_s=90,
                                 llm_max_tokens=48, llm_max_steps=2)
         rec = Recommender(cat, KeywordRetriever(cat), config=cfg)
         client = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)))
@@ -231,9 +224,3 @@ def test_injection_with_the_llm_router_on_the_real_local_model():
             assert_safe(r.json(), cat)
             print(f"\nreal-model turn {msg[:30]!r}: {time.perf_counter() - t0:.1f} s, "
                   f"fallback={r.json().get('fallback_used')}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -26,7 +27,7 @@ import numpy as np
 
 from lumenrec.data.types import Catalog, Item
 
-__all__ = ["BenchConfig", "time_retrieval", "bench_catalog", "synthetic_catalog", "run", "main"]
+__all__ = ["BenchConfig", "time_retrieval", "bench_catalog", "synthetic_catalog", "run", "publish", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class BenchConfig:
     # Torch threads of the query encoder: one short text gains nothing from more, and on a shared
     # machine extra threads spin and inflate the tail (measured: p50 57 ms at 1 vs ~1 s at 2, load 8).
     encoder_threads: int | None = 1
+    # TextEncoderConfig.query_backend of the query encoder ("auto": ONNX Runtime when installed, else torch).
+    # The texts are cycled, but no path caches anything: every call encodes its text from scratch.
+    query_backend: str = "auto"
 
     def __post_init__(self) -> None:
         from lumenrec.errors import ConfigError
@@ -101,6 +105,14 @@ def time_retrieval(index, encoder, texts: Sequence[str], k: int = 10, *, where: 
     return {**_percentiles(total), "encode": _percentiles(enc_ms), "query": _percentiles(q_ms), "calls": len(total)}
 
 
+def _load() -> list[float]:
+    """1/5/15-minute load averages: latency on a shared machine means little without them."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -117,8 +129,10 @@ def bench_catalog(name: str, catalog: Catalog, vectors: np.ndarray, model_versio
     build_s = time.perf_counter() - t0
     qtexts = [texts[i % len(texts)] for i in range(cfg.num_queries)]
     where = constraints_to_where(exclude_brands=[cfg.exclude_brand])
+    load_before = _load()
     out: dict[str, Any] = {
         "items": len(catalog), "dim": int(vectors.shape[1]), "build_s": round(build_s, 2),
+        "query_backend": encoder.query_backend_in_use,
         "disk_mb": round(_dir_bytes(path) / 2**20, 1),
         "unfiltered": time_retrieval(index, encoder, qtexts, cfg.k, model_version=model_version, warmup=cfg.warmup),
         "filtered_where": time_retrieval(index, encoder, qtexts, cfg.k, where=where, model_version=model_version,
@@ -128,6 +142,7 @@ def bench_catalog(name: str, catalog: Catalog, vectors: np.ndarray, model_versio
     }
     qv = encoder.encode(list(texts[:50]))  # (50, d)
     out["filter_strategies"] = compare_filter_strategies(index, qv, cfg.k, where=where, repeats=1)
+    out["load_avg"] = {"before": load_before, "after": _load()}
     log.info("%s: %s", name, out)
     return out
 
@@ -137,7 +152,7 @@ def run(sizes: Sequence[str], cfg: BenchConfig | None = None, workdir: str | Non
     from lumenrec.retriever.text_encoder import TextEncoder, TextEncoderConfig
 
     cfg = cfg or BenchConfig()
-    encoder = TextEncoder(TextEncoderConfig(num_threads=cfg.encoder_threads))
+    encoder = TextEncoder(TextEncoderConfig(num_threads=cfg.encoder_threads, query_backend=cfg.query_backend))
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="lumenrec-bench-index-"))
     results: dict[str, Any] = {"config": asdict(cfg)}
     try:
@@ -164,20 +179,63 @@ def run(sizes: Sequence[str], cfg: BenchConfig | None = None, workdir: str | Non
     return results
 
 
+def publish(res: dict[str, Any]) -> None:
+    """Merge `res` into docs/results/index.json (sizes measured in earlier runs are kept, each with
+    its own date) and rewrite the index section of docs/benchmarks.md from the merged file."""
+    from lumenrec.eval.report import docs_dir, machine_info, markdown_table, update_section, write_json
+
+    path = docs_dir() / "results" / "index.json"
+    merged: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    stamp = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_info()}
+    merged.setdefault("sizes", {})
+    for key, val in res.items():
+        if key != "config":
+            merged["sizes"][key] = {**val, **stamp, "config": res.get("config")}
+    write_json("index", merged)
+    rows = []
+    for key, r in sorted(merged["sizes"].items(), key=lambda kv: kv[1]["items"]):
+        fs = r.get("filter_strategies", {})
+        rows.append([key, r["items"], r["dim"], r["build_s"], r["disk_mb"],
+                     f"{r['unfiltered']['p50_ms']:.1f} / {r['unfiltered']['p95_ms']:.1f}",
+                     f"{r['unfiltered']['encode']['p50_ms']:.1f} / {r['unfiltered']['query']['p50_ms']:.1f}",
+                     f"{r['filtered_where']['p50_ms']:.1f} / {r['filtered_where']['p95_ms']:.1f}",
+                     f"{r['filtered_python']['p50_ms']:.1f} / {r['filtered_python']['p95_ms']:.1f}",
+                     f"{fs.get('faster', '?')} (overlap {fs.get('overlap', float('nan')):.2f})",
+                     r.get("query_backend", "sentence-transformers"),
+                     " / ".join(map(str, r.get("load_avg", {}).get("before", []))) or "?", r["measured"]])
+    md = ("One retrieval call = MiniLM encoding of one shopper text (1 thread; \"encoder path\" = "
+          "TextEncoderConfig.query_backend in use, every call encodes its text afresh) + Chroma query (embedded "
+          "`PersistentClient`, HNSW cosine) + the brand filter, k = 10. p50 / p95 in ms over "
+          f"{res.get('config', {}).get('num_queries', '?')} calls after warm-up. Target: p95 <= 20 ms at 1e5 items.\n\n"
+          "Command: `python -m lumenrec.eval.bench_index --sizes office,100000 --publish` "
+          "(and `--sizes 1000000 --publish` for the 1e6 point).\n\n"
+          + markdown_table(["catalogue", "items", "dim", "build s", "disk MB", "call p50/p95", "encode/query p50",
+                            "`where` filter p50/p95", "python filter p50/p95", "faster filter", "encoder path",
+                            "load 1/5/15 min", "measured"], rows,
+                           floatfmt=".1f"))
+    update_section("index", md, title="Item index latency (Chroma)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="office,100000", help="comma list of 'office' and/or item counts (e.g. 1e6)")
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the query encoder (default 1)")
+    p.add_argument("--query-backend", default="auto", help="query encoder path: auto, onnx, torch or sentence-transformers")
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--workdir", help="keep the built stores here (default: a temp dir, removed after)")
+    p.add_argument("--publish", action="store_true",
+                   help="merge into docs/results/index.json and the index table of docs/benchmarks.md")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    res = run([s.strip() for s in args.sizes.split(",") if s.strip()], BenchConfig(num_queries=args.queries, encoder_threads=args.threads), args.workdir)
+    res = run([s.strip() for s in args.sizes.split(",") if s.strip()], BenchConfig(num_queries=args.queries, encoder_threads=args.threads,
+                                                                           query_backend=args.query_backend), args.workdir)
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.publish:
+        publish(res)
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from lumenrec.eval.metrics import mask_history, metrics_from_ranks, ranks_from_scores
 
-__all__ = ["run_benchmark", "markdown_table", "main"]
+__all__ = ["run_benchmark", "markdown_table", "target_summary", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def run_benchmark(*, seq_checkpoint: str | None = None, work_dir: str | None = N
     from lumenrec.data.split import leave_one_out
     from lumenrec.retriever.critique_synth import CritiqueSynthConfig, synthesize_examples
     from lumenrec.retriever.ilm import ILMConfig, ILMEncoder, ILMRetriever, build_text_features
-    from lumenrec.retriever.lumen import LumenConfig, LumenRetriever, transition_matrix
+    from lumenrec.retriever.lumen import LumenConfig, LumenRetriever, critique_focus, transition_matrix
     from lumenrec.retriever.sasrec import SASRecRetriever
     from lumenrec.retriever.text_encoder import TextEncoder
     from lumenrec.retriever.text_retriever import TextRetriever
@@ -113,7 +113,6 @@ def run_benchmark(*, seq_checkpoint: str | None = None, work_dir: str | None = N
 
     enc = TextEncoder()
     text_tokens, text_mask, T = build_text_features(cat, enc)
-    crit_vecs = enc.encode(crit)
     popularity = split.train_popularity().astype(np.float64)
 
     rows: dict[str, dict] = {}
@@ -129,6 +128,9 @@ def run_benchmark(*, seq_checkpoint: str | None = None, work_dir: str | None = N
 
     queries = [Query(history=list(c.history), text=c.critique) for c in convs]
     rows["text-only (MiniLM, critique)"] = _metrics(TextRetriever(cat, enc, T).score(queries), hist, tgt)
+    # the same with only the critique's closing sentences (critique_focus): the part LUMEN's focus term embeds
+    focus_queries = [Query(history=list(c.history), text=critique_focus(c.critique)) for c in convs]
+    rows["text-only (MiniLM, critique focus)"] = _metrics(TextRetriever(cat, enc, T).score(focus_queries), hist, tgt)
 
     # training critiques for LUMEN: held-out position of each training sequence
     syn_cfg = CritiqueSynthConfig(seed=seed, variants=2)
@@ -136,10 +138,13 @@ def run_benchmark(*, seq_checkpoint: str | None = None, work_dir: str | None = N
     dev_users = {c.user_id for c in convs}
     n_dev_ex = sum(e.user_id in dev_users for e in ex)  # allowed: their seq[-2], not the dev target
     ex_vecs = _encode_texts_cached(enc, [e.text for e in ex])
+    ex_focus = _encode_texts_cached(enc, [critique_focus(e.text) for e in ex])  # the need, without the opening
     log.info("%d synthetic training critiques (%d from users who also have a dev case, targets differ)", len(ex), n_dev_ex)
 
     cf = seq.item_embeddings()
-    variants = {"itc": dict(use_ii=False, use_ui=False), "itc+ii": dict(use_ui=False), "itc+ii+ui": {}}
+    # ILM ablations; the last one adds our text skip (text-aligned vectors, see lumenrec.retriever.ilm)
+    variants = {"itc": dict(use_ii=False, use_ui=False), "itc+ii": dict(use_ui=False), "itc+ii+ui": {},
+                "itc+ii+ui, text skip": dict(text_skip=True)}
     ilm_info, lumen_info = {}, {}
     full_lumen = None
     for name, kw in variants.items():
@@ -159,7 +164,7 @@ def run_benchmark(*, seq_checkpoint: str | None = None, work_dir: str | None = N
                 lum = LumenRetriever(cat, V, T, seq=seq, text_encoder=enc, popularity=popularity, transitions=M,
                                      config=LumenConfig(loss=loss, epochs=lumen_epochs, seed=seed, progress=progress))
                 lum.fit([e.history for e in ex], [e.text for e in ex], [e.target for e in ex], text_vecs=ex_vecs,
-                        popularity=popularity)
+                        focus_vecs=ex_focus, popularity=popularity)
                 timings[f"lumen_{name}_{loss}_s"] = time.monotonic() - t0
             except Exception as e:  # noqa: BLE001 -- a failing loss variant is reported, not fatal to the table
                 log.warning("LUMEN loss %s unavailable: %s", loss, e)
@@ -209,6 +214,28 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def target_summary(result: dict) -> str:
+    """The issue's targets against the best LUMEN row of this run, in words."""
+    rows = result["rows"]
+    lumen = {k: v for k, v in rows.items() if k.startswith("LUMEN[") and k.endswith("+ critique") and "error" not in v}
+    if not lumen:
+        return "No LUMEN row in this run."
+    best = max(lumen, key=lambda k: (lumen[k]["recall@10"], lumen[k]["ndcg@10"]))
+    b, no = lumen[best], rows.get(best.replace("+ critique", "no critique"), {})
+    text, focus = rows["text-only (MiniLM, critique)"], rows.get("text-only (MiniLM, critique focus)")
+    lines = [f"Best LUMEN row: **{best}**: R@10 {b['recall@10']:.3f}, N@10 {b['ndcg@10']:.3f} "
+             f"(targets 0.50 / 0.30).",
+             f"- vs text-only over the whole critique (R@10 {text['recall@10']:.3f}): "
+             f"{b['recall@10'] / max(text['recall@10'], 1e-9):.2f}x (target >= 1.5x)."]
+    if focus:
+        lines.append(f"- vs text-only over the critique's closing sentences (R@10 {focus['recall@10']:.3f}, a stronger "
+                     f"baseline we added): {b['recall@10'] / max(focus['recall@10'], 1e-9):.2f}x.")
+    if no:
+        lines.append(f"- with vs without the critique: R@10 {b['recall@10']:.3f} vs {no['recall@10']:.3f} = "
+                     f"{b['recall@10'] / max(no['recall@10'], 1e-9):.1f}x (target >= 2x).")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lumenrec.eval.bench_retrieval", description=__doc__.split("\n")[0])
     p.add_argument("--seq-checkpoint", default=None, help="a SASRec checkpoint dir (trained on split.train); default: train one")
@@ -225,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                         lumen_epochs=a.lumen_epochs, lumen_per_ablation=a.lumen_per_ablation, losses=tuple(x for x in a.losses.split(",") if x),
                         progress=not a.no_progress)
     out = write_json("retrieval", res)
-    update_section("retrieval", "Command: `python -m lumenrec.eval.bench_retrieval`\n\n" + markdown_table(res),
+    update_section("retrieval", "Command: `python -m lumenrec.eval.bench_retrieval --lumen-per-ablation`\n\n"
+                   + markdown_table(res) + "\n\n" + target_summary(res),
                    "Retrieval with critiques: Office 2014 + regen-office-dev (150 conversations)")
     print(markdown_table(res))
     print(f"\nwritten to {out} ({res['total_s']:.0f} s)")

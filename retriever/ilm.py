@@ -20,6 +20,18 @@ Losses (each switchable in :class:`ILMConfig`), all in-batch InfoNCE in both dir
 
 During training, text tokens are dropped at random (`text_dropout`) so that the collaborative token
 has to carry information (otherwise ITC is solved by copying the title token).
+
+Text skip (`text_skip`, off by default; our addition, not in ILM): the mean of the item's present
+field embeddings is added to the Q-Former output before normalising, and the output projection
+starts at zero, so the encoder starts IN the text space and learns a collaborative residual.
+Measured on the dev critiques (python -m lumenrec.eval.bench_retrieval), it is a trade-off:
+- ILM vectors matched directly against a critique: R@10 0.32-0.34 with the skip, 0.04-0.05
+  without (100 ITC steps do not rediscover the text space through the 128-d bottleneck);
+- as the item space of the LUMEN retriever: R@10 0.467 with the skip, 0.587 without (without it
+  the vectors stay item-specific, so LUMEN's dense term adds collaborative signal that the text
+  term does not already carry).
+So LUMEN uses ILM without the skip, and the soft-prompt adaptor and a critique-only index use it
+with the skip (``lumenrec ilm train --text-skip``).
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ class ILMConfig:
     dropout: float = 0.1  # light: the inputs are already compact embeddings
     text_dim: int = 384  # MiniLM width: the output space of the encoder
     text_dropout: float = 0.3  # chance to hide each text token during training (forces use of the CF token)
+    text_skip: bool = False  # add the mean field embedding to the output (text-aligned vectors; see module doc)
     use_itc: bool = True  # item-text contrastive
     use_ii: bool = True  # item-item contrastive (consecutive items of one user)
     use_ui: bool = True  # user-item contrastive (user = mean CF of history -> next item)
@@ -159,6 +172,9 @@ class ItemQFormer(nn.Module):
         self.blocks = nn.ModuleList(_QBlock(c.dim, c.num_heads, c.dropout) for _ in range(c.num_layers))
         self.ln = nn.LayerNorm(c.dim)
         self.out = nn.Linear(c.dim, c.text_dim)
+        if c.text_skip:  # start as "item vector = mean of its text fields"; training learns the residual
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, cf: Tensor, text: Tensor | None = None, text_mask: Tensor | None = None) -> Tensor:
         B = cf.shape[0]
@@ -176,7 +192,11 @@ class ItemQFormer(nn.Module):
         q = self.queries[None].expand(B, -1, -1)  # (B, Q, d)
         for blk in self.blocks:
             q = blk(q, tokens, ~present)  # (B, Q, d)
-        return F.normalize(self.out(self.ln(q.mean(dim=1))), dim=-1)  # (B, 384)
+        out = self.out(self.ln(q.mean(dim=1)))  # (B, 384)
+        if self.config.text_skip:
+            m = text_mask.float()[..., None]  # (B, T, 1)
+            out = out + (text * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, 384) + mean present field
+        return F.normalize(out, dim=-1)  # (B, 384)
 
 
 # ---- text features ----------------------------------------------------------------------------

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--losses", default="itc,ii,ui", help="comma-separated subset of itc,ii,ui (default %(default)s)")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--text-skip", action="store_true",
+                   help="text-aligned vectors (for the soft-prompt adaptor or a critique-only index); "
+                        "LUMEN is better without (see lumenrec.retriever.ilm)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_ilm_train)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -59,7 +62,7 @@ def _ilm_train(args: argparse.Namespace) -> int:
     split = leave_one_out(ds.interactions)
     seq = SASRecRetriever.from_pretrained(args.seq_checkpoint, ds.catalog)
     cfg = ILMConfig(use_itc="itc" in losses, use_ii="ii" in losses, use_ui="ui" in losses, epochs=args.epochs,
-                    seed=args.seed, progress=not args.no_progress)
+                    seed=args.seed, progress=not args.no_progress, text_skip=args.text_skip)
     toks, mask, target = build_text_features(ds.catalog, TextEncoder())
     enc = ILMEncoder(cfg, ds.catalog.ids, seq.item_embeddings(), toks, mask, target)
     hist = enc.fit(split.train)

@@ -45,6 +45,16 @@ def test_qformer_shapes_and_unit_norm():
         m(torch.randn(2, 7))
 
 
+def test_text_skip_starts_at_the_mean_of_the_present_fields():
+    m = ItemQFormer(_cfg(text_skip=True), cf_dim=8)
+    text = torch.randn(4, 3, D)  # (B, T, D)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [1, 1, 0]], dtype=torch.bool)
+    out = m(torch.randn(4, 8), text, mask)  # (B, D): untrained, the zero-initialised projection adds nothing
+    want = (text * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(out, torch.nn.functional.normalize(want, dim=-1))
+    assert not torch.allclose(ItemQFormer(_cfg(), cf_dim=8)(torch.randn(4, 8), text, mask), out)  # default: no skip
+
+
 def test_info_nce_prefers_aligned_pairs():
     a = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
     assert info_nce(a, a, 0.1) < info_nce(a, a.roll(1, 0), 0.1)

@@ -161,6 +161,83 @@ def test_upsert_and_delete(built):
         built.upsert([new], np.zeros((1, 3), dtype=np.float32))
 
 
+class _CountingCollection:
+    """Delegates to a Chroma collection and records count() calls and query() n_results."""
+
+    def __init__(self, col):
+        self._col, self.counts, self.fetches = col, 0, []
+
+    def count(self):
+        self.counts += 1
+        return self._col.count()
+
+    def query(self, **kw):
+        self.fetches.append(kw["n_results"])
+        return self._col.query(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self._col, name)
+
+
+def _spy(idx):
+    idx._state()
+    idx._collection = _CountingCollection(idx._collection)
+    return idx._collection
+
+
+def test_python_path_caches_count_and_invalidates_on_upsert_delete_build(built, tiny_catalog):
+    spy = _spy(built)
+    no_hp = constraints_to_where(exclude_brands=["HP"])
+    for _ in range(3):
+        ids, _ = built.query(INK, k=10, where=no_hp, filter_strategy="python")
+    assert spy.counts == 1 and sorted(ids) == ["n1", "n2", "p1", "p2", "t2"]
+    new = Item("t3", "Epson 202 ink", "Epson", ["Office", "Ink", "Inkjet"], price=15.0)
+    built.upsert([new], np.array([[0, 0, 1, 0.01]], dtype=np.float32))
+    ids, _ = built.query(INK, k=10, where=no_hp, filter_strategy="python")  # a stale count (6) would cap at 5 hits
+    assert spy.counts == 2 and len(ids) == 6 and ids[0] == "t3"
+    built.delete(["t3", "p1"])
+    ids, _ = built.query(INK, k=10, where=no_hp, filter_strategy="python")
+    assert spy.counts == 3 and sorted(ids) == ["n1", "n2", "p2", "t2"]
+    built.build(tiny_catalog, _vectors(tiny_catalog), "test-v1", progress=False)
+    assert built._count is None
+    ids, _ = built.query(INK, k=10, where=no_hp, filter_strategy="python")
+    assert sorted(ids) == ["n1", "n2", "p1", "p2", "t2"]
+
+
+def test_python_path_survives_a_stale_count_from_another_writer(built, make_config):
+    no_hp = constraints_to_where(exclude_brands=["HP"])
+    built.query(INK, k=10, where=no_hp, filter_strategy="python")  # caches count = 6
+    other = ItemIndex(built.config)  # another process's handle on the same index
+    other.delete(["p1", "n1"])
+    ids, _ = built.query(INK, k=10, where=no_hp, filter_strategy="python")
+    assert sorted(ids) == ["n2", "p2", "t2"]
+    other.upsert([Item("t3", "Epson 202 ink", "Epson", ["Office", "Ink", "Inkjet"], price=15.0)],
+                 np.array([[0, 0, 1, 0.01]], dtype=np.float32))
+    built.refresh()  # documented: refresh() picks up other writers' changes, count included
+    ids, _ = built.query(INK, k=10, where=no_hp, filter_strategy="python")
+    assert sorted(ids) == ["n2", "p2", "t2", "t3"]
+
+
+def test_exclusion_overfetch_starts_small_and_grows(make_config, tiny_catalog):
+    idx = ItemIndex(make_config(exclusion_overfetch=1.5, overfetch=4))
+    idx.build(tiny_catalog, _vectors(tiny_catalog), "test-v1", progress=False)
+    spy = _spy(idx)
+    q = np.array([0.1, 0.05, 1, 0], dtype=np.float32)  # no ties: t1 > t2 > n2 > p2 > p1 > n1
+    no_hp = constraints_to_where(exclude_brands=["HP"])
+    ids, _ = idx.query(q, k=2, where=no_hp, filter_strategy="python")
+    assert spy.fetches == [3] and ids == ["t2", "n2"]  # ceil(2 * 1.5) rows, t1 (HP) dropped, enough left
+    # excluding both ink brands (t1 HP, t2 Canon) leaves 1 of the first 3 rows: look deeper
+    spy.fetches.clear()
+    both = constraints_to_where(exclude_brands=["HP", "Canon"])
+    ids, _ = idx.query(q, k=2, where=both, filter_strategy="python")
+    assert spy.fetches == [3, 6] and ids == ["n2", "p2"]
+    assert ids == idx.query(q, k=2, where=both, filter_strategy="where")[0]
+    # an include filter keeps the larger factor: it can drop most items
+    spy.fetches.clear()
+    idx.query(q, k=1, where=constraints_to_where(include_brands=["Bic"]), filter_strategy="python")
+    assert spy.fetches[0] == 4
+
+
 # -- rebuild atomicity and model guard -----------------------------------------------------------
 def _collection_names(idx):
     return sorted(c.name if hasattr(c, "name") else str(c) for c in idx.client.list_collections()
@@ -249,6 +326,11 @@ def test_auto_strategy_picks_python_only_for_exclusions():
     assert not _exclusion_only(constraints_to_where(exclude_brands=["HP"], max_price=5))
     assert not _exclusion_only(constraints_to_where(include_brands=["HP"]))
     assert not _exclusion_only(None)
+
+
+def test_index_config_validation_exclusion_overfetch(tmp_path):
+    with pytest.raises(ConfigError, match="exclusion_overfetch"):
+        IndexConfig(path=str(tmp_path), exclusion_overfetch=0.5)
 
 
 def test_index_config_validation(tmp_path):

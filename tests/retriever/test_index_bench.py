@@ -17,6 +17,7 @@ def test_bench_index_small_synthetic(tmp_path):
         assert t["calls"] == 4 and 0 < t["p50_ms"] <= t["p95_ms"]
         assert t["encode"]["p50_ms"] > 0 and t["query"]["p50_ms"] > 0
     assert r["filter_strategies"]["overlap"] > 0.9
+    assert r["query_backend"] in ("onnx", "torch") and len(r["load_avg"]["before"]) == 3
 
 
 def test_synthetic_catalog_and_config():

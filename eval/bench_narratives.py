@@ -189,6 +189,7 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
 
     extra_info: dict[str, Any] = {}
     vecs = None
+    keys: list[str] = []  # the cache rows of THIS configuration (the cache may hold other models' or adaptors' rows)
     for gen_name in cfg.generators:
         soft = None
         if gen_name == "offline":
@@ -223,15 +224,13 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
         bar = tqdm(todo, desc=f"narratives {gen_name}", unit="text", disable=not cfg.progress)
         for kind, conv in bar:
             key = f"{gen_name}|{tag}|{PROMPT_VERSION}|{cfg.max_tokens}|{kind}|{conv.user_id}|{conv.target}"
+            keys.append(key)
             if cache.get(key):
                 continue
             cache.add(_one(narr, soft, vecs, cat, conv, kind, gen_name, key))
         bar.close()
 
-    rows = [cache.rows[k] for k in cache.rows
-            if k.split("|")[0] in cfg.generators and k.split("|")[4] in cfg.kinds]
-    wanted = {(c.user_id, c.target) for c in convs}
-    rows = [r for r in rows if (r["user_id"], r["target"]) in wanted]
+    rows = [cache.rows[k] for k in keys]
     refs = {(c.user_id, c.target): c for c in convs}
     result = {
         "benchmark": "narratives", "data": cfg.data, "conversations": len(convs),
@@ -332,7 +331,11 @@ def _write_docs(result: dict[str, Any]) -> None:
             "with the offline narrator. Latency covers all attempts of one narrative on 1 CPU thread.\n\n"
             "Command: `python -m lumenrec.eval.bench_narratives" + (f" --limit {result['config']['limit']}" if result['config']['limit'] else "")
             + (" --kinds " + ",".join(result["config"]["kinds"]) if tuple(result["config"]["kinds"]) != NARRATIVE_KINDS else "")
-            + "`\n\n")
+            + (" --ilm-checkpoint ILM_DIR" if result["config"].get("ilm_checkpoint") else "") + "`"
+            + ("; ILM_DIR from `lumenrec train --data office-2014 --out SASREC_DIR --max-time 150 --threads 1` then "
+               "`lumenrec ilm train --data office-2014 --seq-checkpoint SASREC_DIR --out ILM_DIR --epochs 30 --text-skip`"
+               if result["config"].get("ilm_checkpoint") else "; smollm2-ilm uses MiniLM item vectors as a stand-in")
+            + ". The soft-prompt adaptor is trained on first use (`python -m lumenrec.agent.soft_prompt --help`).\n\n")
     update_section("narratives", note + markdown_table(headers, rows, floatfmt=".3f"), title="Narratives (REGEN dev set)")
 
 

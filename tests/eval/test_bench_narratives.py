@@ -90,3 +90,19 @@ def test_offline_run_end_to_end_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(narrative.NarrativeGenerator, "generate", boom)
     res2 = run_bench(cfg, encoder=_BagEncoder())
     assert [r["rougeL"] for r in res2["results"]] == [r["rougeL"] for r in res["results"]]
+
+
+def test_rows_of_another_model_in_the_cache_are_not_scored(tmp_path, monkeypatch):
+    """The cache is shared across runs: a row written by another model/adaptor (other tag) must not count."""
+    monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
+    cache = tmp_path / "cache.jsonl"
+    cfg = NarrativeBenchConfig(data=SYN, limit=2, kinds=("endorsement",), generators=("offline",),
+                               cache_path=str(cache), progress=False)
+    res = run_bench(cfg, encoder=_BagEncoder())
+    row = json.loads(cache.read_text().splitlines()[0])
+    stale = dict(row, key=row["key"].replace("offline|offline|", "offline|older-model|"), text="zzz " * 40)
+    with cache.open("a") as f:
+        f.write(json.dumps(stale) + "\n")
+    res2 = run_bench(cfg, encoder=_BagEncoder())
+    assert res2["results"][0]["n"] == 2
+    assert res2["results"][0]["mean_words"] == res["results"][0]["mean_words"]

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lt.add_argument("--seq-checkpoint", required=True, help="SASRec checkpoint dir (the same one ILM used)")
     lt.add_argument("--ilm-checkpoint", required=True, help="ILM checkpoint dir (item vectors)")
     lt.add_argument("--out", required=True, help="checkpoint directory to write")
-    lt.add_argument("--loss", default="softmax", choices=["softmax", "sampled_softmax", "bpr", "warp", "lambdarank"])
+    lt.add_argument("--loss", default="lambdarank", choices=["softmax", "sampled_softmax", "bpr", "warp", "lambdarank"])
     lt.add_argument("--epochs", type=int, default=20)
     lt.add_argument("--variants", type=int, default=2, help="synthetic critiques per training pair")
     lt.add_argument("--critique-dropout", type=float, default=0.3)

@@ -120,7 +120,10 @@ class LumenConfig:
     hidden: int = 256  # MLP width of the query tower
     dropout: float = 0.1
     critique_dropout: float = 0.3  # share of training queries whose critique is removed (one model for both cases)
-    loss: str = "softmax"  # "softmax" (full, affordable at ~2k items) or a make_loss name: warp, lambdarank, bpr, sampled_softmax
+    # corrected sampled LambdaRank (64 negatives): on the dev set it ties full softmax on R@10 (0.580) and
+    # leads on N@10 (0.371 vs 0.363), and its cost does not grow with the catalogue; "softmax" is the
+    # full reference (affordable at ~2k items); also warp, bpr, sampled_softmax
+    loss: str = "lambdarank"
     num_negatives: int = 64  # sampled losses only
     estimator: str = "corrected"  # rank / logQ estimator of the sampled losses
     epochs: int = 20

@@ -62,6 +62,9 @@ class NarrativeBenchConfig:
     cache_path: str | None = None  # per-item JSONL cache; None = <cache>/bench/narratives.jsonl
     max_tokens: int = 120  # per LLM answer, as NarrativeGenerator's default
     write_docs: bool = True  # docs/results/narratives.json + a docs/benchmarks.md section
+    # score only narratives already in the cache, generate nothing (to publish a run stopped part-way;
+    # each row then reports its own n and the run is labelled partial)
+    cached_only: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -190,6 +193,7 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
     extra_info: dict[str, Any] = {}
     vecs = None
     keys: list[str] = []  # the cache rows of THIS configuration (the cache may hold other models' or adaptors' rows)
+    missing = 0  # narratives not in the cache (cached_only)
     for gen_name in cfg.generators:
         soft = None
         if gen_name == "offline":
@@ -224,9 +228,13 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
         bar = tqdm(todo, desc=f"narratives {gen_name}", unit="text", disable=not cfg.progress)
         for kind, conv in bar:
             key = f"{gen_name}|{tag}|{PROMPT_VERSION}|{cfg.max_tokens}|{kind}|{conv.user_id}|{conv.target}"
-            keys.append(key)
             if cache.get(key):
+                keys.append(key)
                 continue
+            if cfg.cached_only:
+                missing += 1
+                continue
+            keys.append(key)
             cache.add(_one(narr, soft, vecs, cat, conv, kind, gen_name, key))
         bar.close()
 
@@ -234,7 +242,8 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
     refs = {(c.user_id, c.target): c for c in convs}
     result = {
         "benchmark": "narratives", "data": cfg.data, "conversations": len(convs),
-        "run": "full" if cfg.limit is None else f"smoke ({len(convs)} conversations)",
+        "run": (f"partial ({missing} of {len(keys) + missing} narratives not generated yet; n per row)" if missing
+                else "full" if cfg.limit is None else f"smoke ({len(convs)} conversations)"),
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "write_docs")},
         "prompt_version": PROMPT_VERSION, **extra_info,
         "results": score_rows(rows, refs, encoder=encoder),
@@ -331,7 +340,8 @@ def _write_docs(result: dict[str, Any]) -> None:
             "with the offline narrator. Latency covers all attempts of one narrative on 1 CPU thread.\n\n"
             "Command: `python -m lumenrec.eval.bench_narratives" + (f" --limit {result['config']['limit']}" if result['config']['limit'] else "")
             + (" --kinds " + ",".join(result["config"]["kinds"]) if tuple(result["config"]["kinds"]) != NARRATIVE_KINDS else "")
-            + (" --ilm-checkpoint ILM_DIR" if result["config"].get("ilm_checkpoint") else "") + "`"
+            + (" --ilm-checkpoint ILM_DIR" if result["config"].get("ilm_checkpoint") else "")
+            + (" --cached-only" if result["config"].get("cached_only") else "") + "`"
             + ("; ILM_DIR from `lumenrec train --data office-2014 --out SASREC_DIR --max-time 150 --threads 1` then "
                "`lumenrec ilm train --data office-2014 --seq-checkpoint SASREC_DIR --out ILM_DIR --epochs 30 --text-skip`"
                if result["config"].get("ilm_checkpoint") else "; smollm2-ilm uses MiniLM item vectors as a stand-in")
@@ -352,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="per-item JSONL cache (default <cache>/bench/narratives.jsonl)")
     p.add_argument("--max-tokens", type=int, default=120)
     p.add_argument("--no-docs", action="store_true", help="do not write docs/results and docs/benchmarks.md")
+    p.add_argument("--cached-only", action="store_true",
+                   help="score only narratives already in the cache (publish a run stopped part-way)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -359,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         data=a.data, limit=a.limit, kinds=tuple(k.strip() for k in a.kinds.split(",") if k.strip()),
         generators=tuple(g.strip() for g in a.generators.split(",") if g.strip()), base_url=a.base_url, model=a.model,
         adaptor_dir=a.adaptor, ilm_checkpoint=a.ilm_checkpoint, cache_path=a.cache, max_tokens=a.max_tokens,
-        write_docs=not a.no_docs, progress=not a.no_progress)
+        write_docs=not a.no_docs, progress=not a.no_progress, cached_only=a.cached_only)
     res = run_bench(cfg)
     print(json.dumps(res["results"], indent=2))
     return 0

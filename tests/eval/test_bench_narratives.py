@@ -106,3 +106,21 @@ def test_rows_of_another_model_in_the_cache_are_not_scored(tmp_path, monkeypatch
     res2 = run_bench(cfg, encoder=_BagEncoder())
     assert res2["results"][0]["n"] == 2
     assert res2["results"][0]["mean_words"] == res["results"][0]["mean_words"]
+
+
+def test_cached_only_scores_what_exists_and_generates_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
+    cache = tmp_path / "cache.jsonl"
+    run_bench(NarrativeBenchConfig(data=SYN, limit=2, kinds=("endorsement",), generators=("offline",),
+                                   cache_path=str(cache), progress=False), encoder=_BagEncoder())
+    from lumenrec.agent import narrative
+
+    def boom(*a, **k):
+        raise AssertionError("cached_only must not generate")
+
+    monkeypatch.setattr(narrative.NarrativeGenerator, "generate", boom)
+    res = run_bench(NarrativeBenchConfig(data=SYN, limit=3, kinds=("endorsement",), generators=("offline",),
+                                         cache_path=str(cache), progress=False, cached_only=True), encoder=_BagEncoder())
+    assert res["results"][0]["n"] == 2
+    assert res["run"].startswith("partial (1 of 3 narratives")
+    assert "--cached-only" in (tmp_path / "docs" / "benchmarks.md").read_text()

@@ -247,6 +247,8 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress", "write_docs")},
         "prompt_version": PROMPT_VERSION, **extra_info,
         "results": score_rows(rows, refs, encoder=encoder),
+        # the question of ILM phase 2: soft tokens vs the same LLM with only text, on the SAME narratives
+        "paired_ilm_vs_text": score_rows(_paired(rows, "smollm2-ilm", "smollm2-text"), refs, encoder=encoder),
     }
     from lumenrec.eval.report import machine_info
 
@@ -323,6 +325,16 @@ def score_rows(rows: Sequence[dict[str, Any]], refs: dict[tuple[str, str], Conve
     return out
 
 
+def _paired(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
+    """The rows of generators `a` and `b` for the (kind, user, target) cases that BOTH have."""
+    have: dict[str, set] = {a: set(), b: set()}
+    for r in rows:
+        if r["generator"] in have:
+            have[r["generator"]].add((r["kind"], r["user_id"], r["target"]))
+    common = have[a] & have[b]
+    return [r for r in rows if r["generator"] in have and (r["kind"], r["user_id"], r["target"]) in common]
+
+
 def _write_docs(result: dict[str, Any]) -> None:
     from lumenrec.eval.report import markdown_table, update_section, write_json
 
@@ -346,7 +358,18 @@ def _write_docs(result: dict[str, Any]) -> None:
                "`lumenrec ilm train --data office-2014 --seq-checkpoint SASREC_DIR --out ILM_DIR --epochs 30 --text-skip`"
                if result["config"].get("ilm_checkpoint") else "; smollm2-ilm uses MiniLM item vectors as a stand-in")
             + ". The soft-prompt adaptor is trained on first use (`python -m lumenrec.agent.soft_prompt --help`).\n\n")
-    update_section("narratives", note + markdown_table(headers, rows, floatfmt=".3f"), title="Narratives (REGEN dev set)")
+    paired = result.get("paired_ilm_vs_text") or []
+    if paired:
+        note_p = ("\n\nILM soft tokens vs text only, on the narratives both SmolLM2 generators produced "
+                  "(same conversations and kinds):\n\n")
+        prow = [[r["generator"], r["kind"], r["n"], r["rougeL"], r["bleu"], r["cosine"], r["unsupported_before"],
+                 r["offline_fallback"]] for r in paired]
+        tail = note_p + markdown_table(["generator", "kind", "n", "ROUGE-L", "BLEU", "cosine", "unsupp. before",
+                                        "fallback"], prow, floatfmt=".3f")
+    else:
+        tail = ""
+    update_section("narratives", note + markdown_table(headers, rows, floatfmt=".3f") + tail,
+                   title="Narratives (REGEN dev set)")
 
 
 def main(argv: list[str] | None = None) -> int:

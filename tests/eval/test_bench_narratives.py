@@ -124,3 +124,13 @@ def test_cached_only_scores_what_exists_and_generates_nothing(tmp_path, monkeypa
     assert res["results"][0]["n"] == 2
     assert res["run"].startswith("partial (1 of 3 narratives")
     assert "--cached-only" in (tmp_path / "docs" / "benchmarks.md").read_text()
+
+
+def test_paired_rows_keep_only_cases_both_generators_have():
+    from lumenrec.eval.bench_narratives import _paired
+
+    r = lambda g, k, u: {"generator": g, "kind": k, "user_id": u, "target": "t"}  # noqa: E731
+    rows = [r("a", "endorsement", "1"), r("a", "endorsement", "2"), r("b", "endorsement", "2"),
+            r("b", "user_summary", "1"), r("offline", "endorsement", "2")]
+    got = _paired(rows, "a", "b")
+    assert sorted((x["generator"], x["user_id"]) for x in got) == [("a", "2"), ("b", "2")]

@@ -53,6 +53,7 @@ class NarrativeBenchConfig:
 
     data: str = "office-2014"  # a dataset whose conversations carry reference narratives (the dev set)
     limit: int | None = None  # first N conversations only (a smoke run); None = all 150
+    start: int = 0  # skip the first N conversations: split a long generation run across processes (own --cache each)
     kinds: tuple[str, ...] = NARRATIVE_KINDS
     generators: tuple[str, ...] = ("offline", "smollm2-text", "smollm2-ilm")
     base_url: str | None = None  # adds the "openai" generator
@@ -78,6 +79,8 @@ class NarrativeBenchConfig:
             self.generators = self.generators + ("openai",)
         if "openai" in self.generators and not self.base_url:
             raise ConfigError("base_url", self.base_url, "the openai generator needs --base-url")
+        if self.start < 0:
+            raise ConfigError("start", self.start, "must be >= 0")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit", self.limit, "must be >= 1")
         if self.max_tokens < 1:
@@ -170,6 +173,7 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
         raise ConfigError("data", cfg.data, "has no conversations with reference narratives")
     if cfg.limit:
         convs = convs[: cfg.limit]
+    convs = convs[cfg.start:]
     cat = ds.catalog
     cache = ResultCache(cfg.cache_path or cache_dir() / "bench" / "narratives.jsonl")
 
@@ -385,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="per-item JSONL cache (default <cache>/bench/narratives.jsonl)")
     p.add_argument("--max-tokens", type=int, default=120)
     p.add_argument("--no-docs", action="store_true", help="do not write docs/results and docs/benchmarks.md")
+    p.add_argument("--start", type=int, default=0,
+                   help="skip the first N conversations (split generation across processes, each with its own --cache)")
     p.add_argument("--cached-only", action="store_true",
                    help="score only narratives already in the cache (publish a run stopped part-way)")
     p.add_argument("--no-progress", action="store_true")
@@ -394,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         data=a.data, limit=a.limit, kinds=tuple(k.strip() for k in a.kinds.split(",") if k.strip()),
         generators=tuple(g.strip() for g in a.generators.split(",") if g.strip()), base_url=a.base_url, model=a.model,
         adaptor_dir=a.adaptor, ilm_checkpoint=a.ilm_checkpoint, cache_path=a.cache, max_tokens=a.max_tokens,
-        write_docs=not a.no_docs, progress=not a.no_progress, cached_only=a.cached_only)
+        write_docs=not a.no_docs, progress=not a.no_progress, cached_only=a.cached_only, start=a.start)
     res = run_bench(cfg)
     print(json.dumps(res["results"], indent=2))
     return 0

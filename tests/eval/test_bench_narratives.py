@@ -134,3 +134,13 @@ def test_paired_rows_keep_only_cases_both_generators_have():
             r("b", "user_summary", "1"), r("offline", "endorsement", "2")]
     got = _paired(rows, "a", "b")
     assert sorted((x["generator"], x["user_id"]) for x in got) == [("a", "2"), ("b", "2")]
+
+
+def test_start_skips_the_first_conversations(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
+    with pytest.raises(ConfigError, match="start"):
+        NarrativeBenchConfig(start=-1)
+    res = run_bench(NarrativeBenchConfig(data=SYN, limit=3, start=1, kinds=("endorsement",), generators=("offline",),
+                                         cache_path=str(tmp_path / "c.jsonl"), progress=False, write_docs=False),
+                    encoder=_BagEncoder())
+    assert res["conversations"] == 2 and res["results"][0]["n"] == 2

@@ -53,9 +53,14 @@ def llm_server(timeout_s: float = 240.0, threads: int = 1):
                 raise RuntimeError(f"`lumenrec llm serve` did not come up: {e}\n{err.read().decode()[-2000:]}") from e
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout_s=20)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10) -> None:
+    """Terminate a server started by a test; kill it if it has not exited within `timeout_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 from netutil import free_port as _free_port  # noqa: E402
+from netutil import stop_process  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,7 @@ def demo_url(tmp_path_factory):
             pytest.fail(f"demo did not start within 240 s:\n{log.read_text()[-3000:]}")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout_s=20)
 
 
 @pytest.fixture(scope="module")

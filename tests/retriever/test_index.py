@@ -36,6 +36,7 @@ PEN = np.array([1, 0, 0, 0], dtype=np.float32)
 
 # -- a real Chroma server ------------------------------------------------------------------------
 from netutil import free_port as _free_port  # noqa: E402
+from netutil import stop_process  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +67,7 @@ def chroma_server(tmp_path_factory):
             time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=10)
         log.close()
 
 

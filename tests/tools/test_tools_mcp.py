@@ -68,6 +68,7 @@ def test_mcp_over_stdio(catalog):
 
 
 from netutil import free_port as _free_port  # noqa: E402
+from netutil import stop_process  # noqa: E402
 
 
 @pytest.mark.integration
@@ -96,8 +97,4 @@ def test_mcp_over_streamable_http(catalog):
 
         anyio.run(main)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout_s=10)

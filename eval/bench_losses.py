@@ -60,6 +60,20 @@ class LossBenchConfig:
     threads: int = 1  # torch threads per run (1 is fastest per core on this machine)
     seed: int = 0  # same seed for every run: same init, same data order
     run_dir: str = "runs/bench_losses"  # resumable per-run results (not committed)
+    # -- part "converged": train to convergence (early stopping), not to an equal epoch budget --
+    converged_runs: tuple[str, ...] = ("softmax", "warp:16:corrected", "warp:16:naive", "lambdarank:16:corrected",
+                                       "lambdarank:16:naive")
+    #   loss[:m[:estimator]] specs; m=16 is the issue's "within 5% of full softmax" point
+    converged_epochs: dict[str, int] = field(default_factory=lambda: {"office-2014": 200, "beauty-2014": 60})
+    #   upper bounds; early stopping on validation NDCG@10 ends the runs (Beauty softmax: ~40-60 s per epoch here)
+    converged_eval_every: dict[str, int] = field(default_factory=lambda: {"office-2014": 1, "beauty-2014": 2})
+    #   Beauty validation costs ~5 s per evaluation, so every 2nd epoch
+    converged_patience: dict[str, int] = field(default_factory=lambda: {"office-2014": 10, "beauty-2014": 5})
+    #   evaluations without a better valid NDCG@10 before stopping: 10 epochs on both (Beauty evaluates every 2nd);
+    #   Office validation N@10 is noisy from epoch to epoch, and patience 5 stopped softmax at epoch 32
+    converged_max_time_s: float = 5400.0  # safety cap per converged run
+    converged_refit_epochs: dict[str, int] = field(default_factory=lambda: {"office-2014": 3, "beauty-2014": 3})
+    #   refit epochs on train_full: 3 is the library default (TrainConfig, quick_configs); the equal-epoch grid uses 1
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -71,6 +85,10 @@ class LossBenchConfig:
             raise ConfigError("losses", sorted(bad), "unknown loss names")
         if any(e < 1 for e in self.epochs.values()) or self.default_epochs < 1:
             raise ConfigError("epochs", self.epochs, "every epoch budget must be >= 1")
+        for spec in self.converged_runs:
+            parse_run_spec(spec)  # raises ConfigError naming the bad spec
+        if any(p < 1 for p in self.converged_patience.values()):
+            raise ConfigError("converged_patience", self.converged_patience, "every patience must be >= 1")
 
     def budget(self, dataset: str) -> int:
         return int(self.epochs.get(dataset, self.default_epochs))
@@ -92,8 +110,50 @@ class LossBenchConfig:
         return out
 
 
+    def converged(self) -> list[dict[str, Any]]:
+        """Every (dataset, spec) run of the converged part, with its budget, patience and Markov fusion."""
+        out = []
+        for ds in self.datasets:
+            for spec in self.converged_runs:
+                loss, m, est = parse_run_spec(spec)
+                out.append({"dataset": ds, "loss": loss, "m": m, "estimator": est,
+                            "budget_epochs": int(self.converged_epochs.get(ds, 200)),
+                            "eval_every": int(self.converged_eval_every.get(ds, 1)),
+                            "patience": int(self.converged_patience.get(ds, 10)), "max_time_s": self.converged_max_time_s,
+                            "refit_epochs": int(self.converged_refit_epochs.get(ds, 3)),
+                            "fusion": True, "part": "converged"})
+        return out
+
+
+def parse_run_spec(spec: str) -> tuple[str, int | None, str | None]:
+    """'softmax' | 'loss:m' | 'loss:m:estimator' -> (loss, m, estimator)."""
+    parts = spec.split(":")
+    loss = parts[0]
+    if loss not in ("softmax", *SAMPLED):
+        raise ConfigError("converged_runs", spec, f"unknown loss {loss!r}")
+    if loss == "softmax":
+        if len(parts) != 1:
+            raise ConfigError("converged_runs", spec, "softmax takes no m or estimator")
+        return loss, None, None
+    try:
+        m = int(parts[1])
+    except (IndexError, ValueError):
+        raise ConfigError("converged_runs", spec, "sampled losses need 'loss:m' with an integer m") from None
+    if m < 1:
+        raise ConfigError("converged_runs", spec, "m must be >= 1")
+    est = parts[2] if len(parts) > 2 else ("corrected" if loss in ("warp", "lambdarank") else None)
+    if loss in ("warp", "lambdarank") and est not in ("naive", "corrected"):
+        raise ConfigError("converged_runs", spec, "estimator must be naive or corrected")
+    if loss not in ("warp", "lambdarank") and len(parts) > 2:
+        raise ConfigError("converged_runs", spec, f"{loss} has no estimator")
+    return loss, m, est
+
+
 def run_key(r: dict[str, Any]) -> str:
-    return f"{r['dataset']}|{r['loss']}|{r['m']}|{r['estimator']}|{r['budget_epochs']}"
+    key = f"{r['dataset']}|{r['loss']}|{r['m']}|{r['estimator']}|{r['budget_epochs']}"
+    if r.get("part") != "converged":
+        return key
+    return key + f"|converged|p{r['patience']}|refit{r.get('refit_epochs', 1)}"
 
 
 def label(r: dict[str, Any]) -> str:
@@ -122,17 +182,44 @@ def _train_one(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
 
     ds = load_dataset(run["dataset"], with_conversations=False)
     split = leave_one_out(ds.interactions)
-    mcfg, tcfg = quick_configs(split, cfg["max_time_s"], seed=cfg["seed"], num_threads=cfg["threads"])
+    mcfg, tcfg = quick_configs(split, run.get("max_time_s", cfg["max_time_s"]), seed=cfg["seed"], num_threads=cfg["threads"])
     tcfg = dataclasses.replace(tcfg, loss=run["loss"], num_negatives=run["m"] or 16,
                                estimator=run["estimator"] or "corrected", epochs=run["budget_epochs"],
-                               refit_epochs=cfg["refit_epochs"], eval_every=cfg["eval_every"], progress=False)
+                               refit_epochs=run.get("refit_epochs", cfg["refit_epochs"]),
+                               eval_every=run.get("eval_every", cfg["eval_every"]),
+                               patience=run.get("patience", tcfg.patience), progress=False)
     t0 = time.time()
-    res = Trainer(split, mcfg, tcfg, item_ids=ds.catalog.ids, dataset_name=ds.name).fit()
-    return {**run, "model": mcfg.to_dict(), "test": res.test, "test_before_refit": res.test_before_refit,
-            "refit_epochs": res.refit_epochs, "best_valid": res.best_valid, "epochs": res.epochs, "best_epoch": res.best_epoch,
-            "stopped": res.stopped, "train_time_s": res.train_time_s, "wall_time_s": round(time.time() - t0, 1),
-            "steps_per_s": res.steps_per_s, "sequences_per_s": res.sequences_per_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    trainer = Trainer(split, mcfg, tcfg, item_ids=ds.catalog.ids, dataset_name=ds.name)
+    res = trainer.fit()
+    out = {**run, "model": mcfg.to_dict(), "test": res.test, "test_before_refit": res.test_before_refit,
+           "refit_epochs": res.refit_epochs, "best_valid": res.best_valid, "epochs": res.epochs, "best_epoch": res.best_epoch,
+           "stopped": res.stopped, "train_time_s": res.train_time_s, "wall_time_s": round(time.time() - t0, 1),
+           "steps_per_s": res.steps_per_s, "sequences_per_s": res.sequences_per_s,
+           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+           "history": [{k: h.get(k) for k in ("epoch", "loss", "ndcg@10", "recall@10")} for h in res.history]}
+    if run.get("fusion"):
+        out["fusion"] = _fuse_with_markov(trainer, split)
+    return out
+
+
+def _fuse_with_markov(trainer, split) -> dict[str, Any]:
+    """SASRec + Markov mixture (lumenrec.retriever.fusion): the weight is tuned on VALIDATION with the
+    selected (pre-refit) weights and a Markov chain fitted on split.train; the test uses the final
+    (refit) weights and a chain fitted on split.train_full, as every test row of this benchmark does."""
+    import copy
+
+    from lumenrec.eval import MarkovScorer, evaluate
+    from lumenrec.retriever.fusion import MixtureScorer, tune_mixture
+    from lumenrec.retriever.sasrec import score_histories
+
+    selected = copy.deepcopy(trainer.model)
+    selected.load_state_dict(trainer.best_state)
+    lam, valid_by_lam = tune_mixture(lambda h: score_histories(selected, h), MarkovScorer(split.train, split.num_items),
+                                     split.valid)
+    final = trainer.model
+    test = evaluate(MixtureScorer(lambda h: score_histories(final, h), MarkovScorer(split.train_full, split.num_items), lam),
+                    split.test, (10, 20))
+    return {"lam": lam, "valid_ndcg@10_by_lam": {str(k): v for k, v in valid_by_lam.items()}, "test": test}
 
 
 def baselines(dataset: str) -> dict[str, dict[str, float]]:
@@ -147,36 +234,107 @@ def baselines(dataset: str) -> dict[str, dict[str, float]]:
             "markov": evaluate(MarkovScorer(split.train_full, split.num_items), split.test, ks)}
 
 
-def run_grid(cfg: LossBenchConfig) -> dict[str, Any]:
+def _run_all(cfg: LossBenchConfig, runs: list[dict[str, Any]], done_path: Path) -> dict[str, dict[str, Any]]:
+    """Run every run not yet in `done_path` (JSON lines, appended as runs finish); return all, by key."""
     from tqdm.auto import tqdm
 
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done_path = run_dir / "runs.jsonl"
+    done_path.parent.mkdir(parents=True, exist_ok=True)
     done = {}
     if done_path.exists():
         for line in done_path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
                 done[run_key(r)] = r
-    todo = [r for r in cfg.runs() if run_key(r) not in done]
-    log.info("%d runs, %d already done, %d to go", len(cfg.runs()), len(cfg.runs()) - len(todo), len(todo))
+    todo = [r for r in runs if run_key(r) not in done]
+    log.info("%d runs, %d already done, %d to go", len(runs), len(runs) - len(todo), len(todo))
+    if not todo:
+        return done
     cdict = asdict(cfg)
     # longest budgets first so the two workers finish together
     todo.sort(key=lambda r: (r["dataset"] != "beauty-2014", r["loss"] != "softmax"))
     ctx = mp.get_context("spawn")
-    with ctx.Pool(cfg.workers, maxtasksperchild=1) as pool, open(done_path, "a") as f:
+    with ctx.Pool(min(cfg.workers, len(todo)), maxtasksperchild=1) as pool, open(done_path, "a") as f:
         for r in tqdm(pool.imap_unordered(_train_one, [(r, cdict) for r in todo]), total=len(todo), desc="loss runs"):
             done[run_key(r)] = r
             f.write(json.dumps(r) + "\n")
             f.flush()
             log.info("%s %s: test N@10 %.4f (%s after %d epochs)", r["dataset"], label(r), r["test"]["ndcg@10"],
                      r["stopped"], r["epochs"])
-    results = {"config": cdict, "datasets": {}}
+    return done
+
+
+def run_grid(cfg: LossBenchConfig) -> dict[str, Any]:
+    """The equal-epoch grid: every loss and m, one epoch budget per dataset."""
+    done = _run_all(cfg, cfg.runs(), Path(cfg.run_dir) / "runs.jsonl")
+    results = {"config": asdict(cfg), "datasets": {}}
     for ds in cfg.datasets:
         runs = [done[run_key(r)] for r in cfg.runs() if r["dataset"] == ds]
         results["datasets"][ds] = {"baselines": baselines(ds), "runs": runs, "budget_epochs": cfg.budget(ds)}
     return results
+
+
+def run_converged(cfg: LossBenchConfig) -> dict[str, Any]:
+    """Runs trained to convergence (early stopping), each also mixed with the Markov chain."""
+    done = _run_all(cfg, cfg.converged(), Path(cfg.run_dir) / "converged.jsonl")
+    results = {"config": asdict(cfg), "datasets": {}}
+    for ds in cfg.datasets:
+        runs = [done[run_key(r)] for r in cfg.converged() if r["dataset"] == ds and run_key(r) in done]
+        results["datasets"][ds] = {"baselines": baselines(ds), "runs": runs}
+    return results
+
+
+def converged_markdown(results: dict[str, Any]) -> str:
+    from lumenrec.eval.report import markdown_table
+
+    cfg = results["config"]
+    parts = [
+        "Command: `python -m lumenrec.eval.bench_losses --part converged` (same SASRec settings as the grid; each run "
+        f"trains until validation NDCG@10 has not improved for {cfg['converged_patience']} evaluations "
+        f"(epoch caps {cfg['converged_epochs']}, validation every {cfg['converged_eval_every']} epochs), then "
+        f"refit epochs on train_full {cfg['converged_refit_epochs']}; 1 torch thread per run on the shared 2-core machine, so "
+        "times are upper bounds). **+ Markov** mixes the model's next-item distribution with the Markov chain's "
+        "(`lumenrec.retriever.fusion`): the weight lam is chosen on validation with the selected weights, then "
+        "the test uses the refit weights. Full ranking, history masked, leave-one-out test."]
+    for ds, d in results["datasets"].items():
+        rows = [[name, m["recall@10"], m["ndcg@10"], m["mrr"], "", "", "", "", ""] for name, m in d["baselines"].items()]
+        for r in d["runs"]:
+            t, fu = r["test"], r.get("fusion") or {}
+            ft = fu.get("test", {})
+            rows.append([label(r), t["recall@10"], t["ndcg@10"], t["mrr"], f"{r['train_time_s']:.0f}",
+                         f"{r['epochs']} (best {r['best_epoch']}, {r['stopped']})",
+                         ft.get("recall@10", ""), ft.get("ndcg@10", ""), fu.get("lam", "")])
+        parts.append(f"### {ds}, trained to convergence\n\n" + markdown_table(
+            ["model", "R@10", "N@10", "MRR", "train s", "epochs (best, stop)", "+ Markov R@10", "+ Markov N@10", "lam"],
+            rows))
+        parts.append(converged_summary(ds, d))
+    return "\n\n".join(parts)
+
+
+def converged_summary(ds: str, d: dict[str, Any]) -> str:
+    """The issue's targets in words: best model vs the dataset target; corrected m=16 vs full softmax."""
+    targets = {"beauty-2014": (0.100, 0.060), "office-2014": (0.120, 0.070)}
+    cands = []
+    for r in d["runs"]:
+        cands.append((r["test"]["ndcg@10"], r["test"]["recall@10"], label(r)))
+        if r.get("fusion"):
+            cands.append((r["fusion"]["test"]["ndcg@10"], r["fusion"]["test"]["recall@10"], label(r) + " + Markov"))
+    lines = []
+    if cands:
+        n, rc, name = max(cands)
+        if ds in targets:
+            tr, tn = targets[ds]
+            ok = rc >= tr and n >= tn
+            lines.append(f"- best model: {name}, R@10 {rc:.4f} / N@10 {n:.4f} (target {tr:.3f} / {tn:.3f}: "
+                         f"{'met' if ok else 'NOT met'}).")
+    by = {(r["loss"], r["m"], r["estimator"]): r["test"]["ndcg@10"] for r in d["runs"]}
+    soft = by.get(("softmax", None, None))
+    for (loss, m, est), v in sorted(by.items(), key=lambda kv: str(kv[0])):
+        if loss in ("warp", "lambdarank") and soft:
+            rel = (v - soft) / soft
+            lines.append(f"- {loss} {est} m={m}: N@10 {v:.4f} vs full softmax {soft:.4f} ({rel:+.1%}"
+                         + ("; target within -5%: " + ("met" if rel >= -0.05 else "NOT met") if est == "corrected" and m == 16 else "")
+                         + ").")
+    return "\n".join(lines)
 
 
 def grid_markdown(results: dict[str, Any]) -> str:
@@ -320,12 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     from lumenrec.eval.report import docs_dir, machine_info, update_section, write_json
 
     p = argparse.ArgumentParser(prog="python -m lumenrec.eval.bench_losses", description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=("grid", "scaling", "all"), default="all")
+    p.add_argument("--part", choices=("grid", "converged", "scaling", "all"), default="all")
     p.add_argument("--datasets", default=None, help="comma-separated (default: office-2014,beauty-2014)")
     p.add_argument("--ms", default=None, help="comma-separated negatives per positive (default 4,16,64,256)")
     p.add_argument("--losses", default=None, help="comma-separated subset of the losses")
     p.add_argument("--epochs", type=int, default=None, help="one epoch budget for every dataset")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--converged-runs", default=None,
+                   help="comma-separated loss[:m[:estimator]] specs of the converged part (default: softmax and m=16 "
+                        "WARP/LambdaRank, naive and corrected)")
     p.add_argument("--scaling-items", default="10000,100000,1000000")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -338,14 +499,20 @@ def main(argv: list[str] | None = None) -> int:
         kw["losses"] = tuple(args.losses.split(","))
     if args.epochs:
         kw["epochs"], kw["default_epochs"] = {}, args.epochs
+    if args.converged_runs:
+        kw["converged_runs"] = tuple(args.converged_runs.split(","))
     cfg = LossBenchConfig(**kw)
-    if args.part in ("grid", "all"):
-        t0 = time.time()
-        res = run_grid(cfg)
-        res["machine"] = machine_info()
-        res["bench_wall_s"] = round(time.time() - t0, 1)
-        write_json("losses", res)
-        update_section("losses", grid_markdown(res), "Ranking losses: SASRec on Amazon 2014 (full ranking)")
+    parts = {"grid": (run_grid, "losses", grid_markdown, "Ranking losses: SASRec on Amazon 2014 (full ranking)"),
+             "converged": (run_converged, "losses_converged", converged_markdown,
+                           "Ranking losses: trained to convergence, and + Markov")}
+    for part, (run, name, markdown, title) in parts.items():
+        if args.part in (part, "all"):
+            t0 = time.time()
+            res = run(cfg)
+            res["machine"] = machine_info()
+            res["bench_wall_s"] = round(time.time() - t0, 1)
+            write_json(name, res)
+            update_section(name.replace("_", "-"), markdown(res), title)
     if args.part in ("scaling", "all"):
         res = run_scaling(tuple(int(x) for x in args.scaling_items.split(",")))
         res["machine"] = machine_info()

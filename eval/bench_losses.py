@@ -287,11 +287,16 @@ def converged_markdown(results: dict[str, Any]) -> str:
     from lumenrec.eval.report import markdown_table
 
     cfg = results["config"]
+
+    def per_ds(d: dict[str, int]) -> str:
+        return ", ".join(f"{ds} {v}" for ds, v in d.items())
+
     parts = [
-        "Command: `python -m lumenrec.eval.bench_losses --part converged` (same SASRec settings as the grid; each run "
-        f"trains until validation NDCG@10 has not improved for {cfg['converged_patience']} evaluations "
-        f"(epoch caps {cfg['converged_epochs']}, validation every {cfg['converged_eval_every']} epochs), then "
-        f"refit epochs on train_full {cfg['converged_refit_epochs']}; 1 torch thread per run on the shared 2-core machine, so "
+        "Command: `python -m lumenrec.eval.bench_losses --part converged` (same SASRec settings as the grid; seed "
+        f"{cfg['seed']}; each run trains until validation NDCG@10 has not improved for a patience of "
+        f"{per_ds(cfg['converged_patience'])} evaluations, validation every {per_ds(cfg['converged_eval_every'])} "
+        f"epochs, epoch caps {per_ds(cfg['converged_epochs'])} (stop `epochs` = the cap ended the run), then "
+        f"refit epochs on train_full {per_ds(cfg['converged_refit_epochs'])}; 1 torch thread per run on the shared 2-core machine, so "
         "times are upper bounds). **+ Markov** mixes the model's next-item distribution with the Markov chain's "
         "(`lumenrec.retriever.fusion`): the weight lam is chosen on validation with the selected weights, then "
         "the test uses the refit weights. Full ranking, history masked, leave-one-out test."]
@@ -302,7 +307,8 @@ def converged_markdown(results: dict[str, Any]) -> str:
             ft = fu.get("test", {})
             rows.append([label(r), t["recall@10"], t["ndcg@10"], t["mrr"], f"{r['train_time_s']:.0f}",
                          f"{r['epochs']} (best {r['best_epoch']}, {r['stopped']})",
-                         ft.get("recall@10", ""), ft.get("ndcg@10", ""), fu.get("lam", "")])
+                         ft.get("recall@10", ""), ft.get("ndcg@10", ""),
+                         f"{fu['lam']:.1f}" if "lam" in fu else ""])
         parts.append(f"### {ds}, trained to convergence\n\n" + markdown_table(
             ["model", "R@10", "N@10", "MRR", "train s", "epochs (best, stop)", "+ Markov R@10", "+ Markov N@10", "lam"],
             rows))
@@ -484,13 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--losses", default=None, help="comma-separated subset of the losses")
     p.add_argument("--epochs", type=int, default=None, help="one epoch budget for every dataset")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="seed of every run (use a separate --run-dir per seed)")
+    p.add_argument("--run-dir", default="runs/bench_losses", help="where finished runs are kept (resumable)")
     p.add_argument("--converged-runs", default=None,
                    help="comma-separated loss[:m[:estimator]] specs of the converged part (default: softmax and m=16 "
                         "WARP/LambdaRank, naive and corrected)")
     p.add_argument("--scaling-items", default="10000,100000,1000000")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    kw: dict[str, Any] = {"workers": args.workers}
+    kw: dict[str, Any] = {"workers": args.workers, "seed": args.seed, "run_dir": args.run_dir}
     if args.datasets:
         kw["datasets"] = tuple(args.datasets.split(","))
     if args.ms:

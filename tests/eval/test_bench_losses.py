@@ -40,7 +40,9 @@ def test_converged_runs_have_their_own_keys_and_budgets():
     runs = cfg.converged()
     assert [(r["dataset"], r["loss"]) for r in runs] == [
         ("office-2014", "softmax"), ("office-2014", "warp"), ("beauty-2014", "softmax"), ("beauty-2014", "warp")]
-    assert {r["budget_epochs"] for r in runs if r["dataset"] == "beauty-2014"} == {60}
+    caps = {(r["dataset"], r["loss"]): r["budget_epochs"] for r in runs}
+    assert caps[("beauty-2014", "softmax")] == 60
+    assert caps[("beauty-2014", "warp")] == cfg.converged_sampled_epochs["beauty-2014"] == 150
     assert all(r["fusion"] for r in runs)
     grid_keys = {run_key(r) for r in cfg.runs()}
     assert not grid_keys & {run_key(r) for r in runs}, "a converged run must never be mistaken for a grid run"

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.special import softmax
 
 from lumenrec.errors import ConfigError
 
@@ -37,14 +38,16 @@ def to_distribution(scores: np.ndarray, kind: str) -> np.ndarray:
     if s.ndim != 2:
         raise ValueError(f"scores must be (B, N), got shape {s.shape}")
     if kind == "logits":
-        z = s - s.max(axis=1, keepdims=True)  # (B, N), max 0 per row: exp cannot overflow
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(s, axis=1)  # (B, N); scipy shifts by the row max, so large logits cannot overflow
     if np.any(s < 0):
         raise ValueError(f"a 'counts' component must be non-negative, got min {s.min():.3g}")
     tot = s.sum(axis=1, keepdims=True)  # (B, 1)
-    out = np.divide(s, tot, out=np.full_like(s, 1.0 / s.shape[1]), where=tot > 0)  # empty rows -> uniform
-    return out
+    return np.divide(s, tot, out=np.full_like(s, 1.0 / s.shape[1]), where=tot > 0)  # empty rows -> uniform
+
+
+def _check_weight(field: str, lam: float) -> None:
+    if not (0.0 <= lam <= 1.0):
+        raise ConfigError(field, lam, "must be in [0, 1]")
 
 
 class MixtureScorer:
@@ -58,16 +61,19 @@ class MixtureScorer:
     """
 
     def __init__(self, seq: Scorer, markov: Scorer, lam: float, kinds: tuple[str, str] = ("logits", "counts")) -> None:
-        if not (0.0 <= lam <= 1.0):
-            raise ConfigError("lam", lam, "must be in [0, 1]")
+        _check_weight("lam", lam)
         for k in kinds:
             if k not in KINDS:
                 raise ConfigError("kinds", kinds, f"each must be one of {KINDS}")
         self.seq, self.markov, self.lam, self.kinds = seq, markov, float(lam), tuple(kinds)
 
+    def components(self, histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The two (B, N) distributions, before mixing (scored once, mixed at any weight)."""
+        return (to_distribution(self.seq(histories), self.kinds[0]),
+                to_distribution(self.markov(histories), self.kinds[1]))
+
     def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
-        a = to_distribution(self.seq(histories), self.kinds[0])  # (B, N)
-        b = to_distribution(self.markov(histories), self.kinds[1])  # (B, N)
+        a, b = self.components(histories)  # (B, N) each
         return (1.0 - self.lam) * a + self.lam * b
 
 
@@ -80,14 +86,13 @@ def mixture_ranks(seq: Scorer, markov: Scorer, cases, lams: Sequence[float], *,
     if not lams:
         raise ConfigError("lams", lams, "give at least one mixture weight")
     for lam in lams:
-        if not (0.0 <= lam <= 1.0):
-            raise ConfigError("lams", lam, "every weight must be in [0, 1]")
+        _check_weight("lams", lam)
+    mixture = MixtureScorer(seq, markov, 0.0, kinds)  # only its components are used
     out = {float(lam): np.empty(len(cases), dtype=np.int64) for lam in lams}
     for s in range(0, len(cases), batch_size):
         hist = cases.histories[s : s + batch_size]
         tgt = cases.targets[s : s + batch_size]
-        a = to_distribution(seq(hist), kinds[0])  # (B, N)
-        b = to_distribution(markov(hist), kinds[1])  # (B, N)
+        a, b = mixture.components(hist)  # (B, N) each
         for lam in out:
             mixed = mask_history((1.0 - lam) * a + lam * b, hist)  # (B, N)
             out[lam][s : s + len(hist)] = ranks_from_scores(mixed, tgt)

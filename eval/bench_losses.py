@@ -22,12 +22,13 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
-import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lumenrec.errors import ConfigError
 
@@ -77,6 +78,18 @@ class LossBenchConfig:
     converged_max_time_s: float = 5400.0  # safety cap per converged run
     converged_refit_epochs: dict[str, int] = field(default_factory=lambda: {"office-2014": 3, "beauty-2014": 3})
     #   refit epochs on train_full: 3 is the library default (TrainConfig, quick_configs); the equal-epoch grid uses 1
+    extra_seeds: tuple[int, ...] = ()  # the converged part also runs with these seeds (mean +- sd across seeds,
+    #   each sampled loss compared with the full softmax of the SAME seed)
+    # -- part "search": which SASRec architecture is the best model? full softmax, converged budgets, chosen on VALIDATION --
+    search_space: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=lambda: {
+        "office-2014": (*({k: v for k, v in (("dim", d), ("num_layers", n), ("max_len", L)) if v is not None}
+                           for d in (None, 128) for n in (None, 2) for L in (None, 50)),
+                        {"ensemble": 3}, {"max_len": 50, "ensemble": 3}),
+        "beauty-2014": ({}, {"max_len": 50}, {"dim": 128, "max_len": 50}, {"ensemble": 3})})
+    #   SASRecConfig overrides of the quick_configs model ({} = the model of every other part), plus "ensemble": n
+    #   (the mean distribution of n models trained with seeds seed..seed+n-1, n times the cost). Office: a full 2x2x2
+    #   factorial of width/depth/window (1-4 min a run) and two 3-seed ensembles; Beauty (15-40 min a model): a longer
+    #   window, a longer window + width, and a 3-seed ensemble of the default model
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -92,6 +105,21 @@ class LossBenchConfig:
             parse_run_spec(spec)  # raises ConfigError naming the bad spec
         if any(p < 1 for p in self.converged_patience.values()):
             raise ConfigError("converged_patience", self.converged_patience, "every patience must be >= 1")
+        if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in self.extra_seeds):
+            raise ConfigError("extra_seeds", self.extra_seeds, "seeds must be integers >= 0")
+        from lumenrec.retriever.sasrec import SASRecConfig
+
+        known = set(SASRecConfig.__dataclass_fields__) - {"num_items"}
+        for ds, space in self.search_space.items():
+            for over in space:
+                n = over.get("ensemble", 1)
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    raise ConfigError(f"search_space[{ds!r}]", over, "'ensemble' (members trained with seeds seed, "
+                                      "seed+1, ...) must be an integer >= 1")
+                bad = set(over) - known - {"ensemble"}
+                if bad:
+                    raise ConfigError(f"search_space[{ds!r}]", over, f"unknown SASRecConfig fields {sorted(bad)}; "
+                                      f"known: {sorted(known)}")
 
     def budget(self, dataset: str) -> int:
         return int(self.epochs.get(dataset, self.default_epochs))
@@ -112,20 +140,39 @@ class LossBenchConfig:
             r["budget_epochs"] = self.budget(r["dataset"])
         return out
 
+    def seeds(self) -> tuple[int, ...]:
+        """`seed` first, then the extra seeds of the converged part."""
+        return (self.seed, *dict.fromkeys(s for s in self.extra_seeds if s != self.seed))
 
     def converged(self) -> list[dict[str, Any]]:
-        """Every (dataset, spec) run of the converged part, with its budget, patience and Markov fusion."""
+        """Every (seed, dataset, spec) run of the converged part, with its budget, patience and Markov fusion."""
+        return [self.converged_run(ds, spec, seed) for seed in self.seeds() for ds in self.datasets
+                for spec in self.converged_runs]
+
+    def converged_run(self, ds: str, spec: str, seed: int | None = None) -> dict[str, Any]:
+        """One run of the converged part: `spec` on dataset `ds` with that dataset's budgets."""
+        loss, m, est = parse_run_spec(spec)
+        return {"dataset": ds, "loss": loss, "m": m, "estimator": est, "seed": self.seed if seed is None else seed,
+                "budget_epochs": int((self.converged_epochs if loss == "softmax"
+                                      else self.converged_sampled_epochs).get(ds, 200)),
+                "eval_every": int(self.converged_eval_every.get(ds, 1)),
+                "patience": int(self.converged_patience.get(ds, 10)), "max_time_s": self.converged_max_time_s,
+                "refit_epochs": int(self.converged_refit_epochs.get(ds, 3)),
+                "fusion": True, "part": "converged"}
+
+    def search(self) -> list[dict[str, Any]]:
+        """Every (dataset, architecture) run of the search part: full softmax with the converged part's budgets.
+        The {} architecture IS the converged part's softmax run (same key), so it is trained once."""
         out = []
         for ds in self.datasets:
-            for spec in self.converged_runs:
-                loss, m, est = parse_run_spec(spec)
-                out.append({"dataset": ds, "loss": loss, "m": m, "estimator": est,
-                            "budget_epochs": int((self.converged_epochs if loss == "softmax"
-                                                  else self.converged_sampled_epochs).get(ds, 200)),
-                            "eval_every": int(self.converged_eval_every.get(ds, 1)),
-                            "patience": int(self.converged_patience.get(ds, 10)), "max_time_s": self.converged_max_time_s,
-                            "refit_epochs": int(self.converged_refit_epochs.get(ds, 3)),
-                            "fusion": True, "part": "converged"})
+            for over in self.search_space.get(ds, ({},)):
+                r = self.converged_run(ds, "softmax")
+                arch = {k: v for k, v in over.items() if k != "ensemble"}
+                if arch:
+                    r["model_overrides"] = dict(sorted(arch.items()))
+                if over.get("ensemble", 1) > 1:
+                    r["ensemble"] = int(over["ensemble"])
+                out.append(r)
         return out
 
 
@@ -157,7 +204,21 @@ def run_key(r: dict[str, Any]) -> str:
     key = f"{r['dataset']}|{r['loss']}|{r['m']}|{r['estimator']}|{r['budget_epochs']}"
     if r.get("part") != "converged":
         return key
-    return key + f"|converged|p{r['patience']}|refit{r.get('refit_epochs', 1)}"
+    key += f"|converged|p{r['patience']}|refit{r.get('refit_epochs', 1)}"
+    if r.get("seed", 0):
+        key += f"|seed{r['seed']}"  # seed 0 keys stay as they were before seeds were part of the key
+    if r.get("model_overrides"):
+        key += "|model:" + ",".join(f"{k}={v}" for k, v in sorted(r["model_overrides"].items()))
+    if r.get("ensemble", 1) > 1:
+        key += f"|ensemble{r['ensemble']}"
+    return key
+
+
+def arch_label(r: dict[str, Any]) -> str:
+    """'dim 64, 1 block, max_len 13' from the run's model config."""
+    m = r["model"]
+    ens = f", mean of {r['ensemble']} seeds" if r.get("ensemble", 1) > 1 else ""
+    return f"dim {m['dim']}, {m['num_layers']} block{'s' if m['num_layers'] > 1 else ''}, max_len {m['max_len']}{ens}"
 
 
 def label(r: dict[str, Any]) -> str:
@@ -177,51 +238,95 @@ def _train_one(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
     torch.set_num_threads(cfg["threads"])
     from lumenrec.data import leave_one_out
     from lumenrec.data.registry import load_dataset
-    from lumenrec.retriever.sasrec import SASRecConfig
-    from lumenrec.retriever.train import TrainConfig, Trainer
-
-    import dataclasses
-
-    from lumenrec.retriever.quick import quick_configs
+    from lumenrec.retriever.train import Trainer
 
     ds = load_dataset(run["dataset"], with_conversations=False)
     split = leave_one_out(ds.interactions)
-    mcfg, tcfg = quick_configs(split, run.get("max_time_s", cfg["max_time_s"]), seed=cfg["seed"], num_threads=cfg["threads"])
-    tcfg = dataclasses.replace(tcfg, loss=run["loss"], num_negatives=run["m"] or 16,
-                               estimator=run["estimator"] or "corrected", epochs=run["budget_epochs"],
-                               refit_epochs=run.get("refit_epochs", cfg["refit_epochs"]),
-                               eval_every=run.get("eval_every", cfg["eval_every"]),
-                               patience=run.get("patience", tcfg.patience), progress=False)
     t0 = time.time()
-    trainer = Trainer(split, mcfg, tcfg, item_ids=ds.catalog.ids, dataset_name=ds.name)
-    res = trainer.fit()
+    trainers, fits = [], []
+    for i in range(int(run.get("ensemble", 1))):  # an ensemble trains its members with seeds seed, seed+1, ...
+        mcfg, tcfg = run_configs({**run, "seed": run.get("seed", cfg["seed"]) + i}, cfg, split)
+        trainers.append(Trainer(split, mcfg, tcfg, item_ids=ds.catalog.ids, dataset_name=ds.name))
+        fits.append(trainers[-1].fit())
+    res = fits[0]
     out = {**run, "model": mcfg.to_dict(), "test": res.test, "test_before_refit": res.test_before_refit,
            "refit_epochs": res.refit_epochs, "best_valid": res.best_valid, "epochs": res.epochs, "best_epoch": res.best_epoch,
            "stopped": res.stopped, "train_time_s": res.train_time_s, "wall_time_s": round(time.time() - t0, 1),
            "steps_per_s": res.steps_per_s, "sequences_per_s": res.sequences_per_s,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
            "history": [{k: h.get(k) for k in ("epoch", "loss", "ndcg@10", "recall@10")} for h in res.history]}
+    if len(trainers) > 1:
+        out.update(_ensemble_metrics(trainers, fits, split))
     if run.get("fusion"):
-        out["fusion"] = _fuse_with_markov(trainer, split)
+        out["fusion"] = _fuse_with_markov(trainers, split)
     return out
 
 
-def _fuse_with_markov(trainer, split) -> dict[str, Any]:
-    """SASRec + Markov mixture (lumenrec.retriever.fusion): the weight is tuned on VALIDATION with the
-    selected (pre-refit) weights and a Markov chain fitted on split.train; the test uses the final
-    (refit) weights and a chain fitted on split.train_full, as every test row of this benchmark does."""
+def _selected_and_final(trainers) -> tuple[list, list]:
+    """Per trainer: a copy of the model with its selected (pre-refit) weights, and the final model."""
     import copy
 
-    from lumenrec.eval import MarkovScorer, evaluate
-    from lumenrec.retriever.fusion import MixtureScorer, tune_mixture
+    selected = []
+    for t in trainers:
+        m = copy.deepcopy(t.model)
+        m.load_state_dict(t.best_state)
+        selected.append(m)
+    return selected, [t.model for t in trainers]
+
+
+def _seq_scorer(models):
+    """One SASRec's scores, or the mean next-item distribution of several (lumenrec.retriever.fusion)."""
+    from lumenrec.retriever.fusion import mean_distribution
     from lumenrec.retriever.sasrec import score_histories
 
-    selected = copy.deepcopy(trainer.model)
-    selected.load_state_dict(trainer.best_state)
-    lam, valid_by_lam = tune_mixture(lambda h: score_histories(selected, h), MarkovScorer(split.train, split.num_items),
-                                     split.valid)
-    final = trainer.model
-    test = evaluate(MixtureScorer(lambda h: score_histories(final, h), MarkovScorer(split.train_full, split.num_items), lam),
+    fs = [lambda h, m=m: score_histories(m, h) for m in models]
+    return fs[0] if len(fs) == 1 else mean_distribution(fs)
+
+
+def _ensemble_metrics(trainers, fits, split) -> dict[str, Any]:
+    """The run's metrics for an ensemble of seeds: validation and pre-refit test of the mean distribution
+    of the selected weights, test of the refit ones; each member's own numbers are kept under `members`."""
+    from lumenrec.eval import evaluate
+
+    selected, final = _selected_and_final(trainers)
+    return {"best_valid": evaluate(_seq_scorer(selected), split.valid), "test_before_refit": evaluate(_seq_scorer(selected), split.test),
+            "test": evaluate(_seq_scorer(final), split.test),
+            "epochs": "+".join(str(f.epochs) for f in fits), "best_epoch": "+".join(str(f.best_epoch) for f in fits),
+            "stopped": ",".join(f.stopped for f in fits), "train_time_s": sum(f.train_time_s for f in fits),
+            "members": [{"seed": t.config.seed, "test": f.test, "best_valid": f.best_valid, "epochs": f.epochs,
+                         "best_epoch": f.best_epoch, "train_time_s": f.train_time_s} for t, f in zip(trainers, fits)]}
+
+
+def run_configs(run: dict[str, Any], cfg: dict[str, Any], split) -> tuple[Any, Any]:
+    """(SASRecConfig, TrainConfig) of one benchmark run: quick_configs' model with the run's
+    `model_overrides`, and the run's loss, negatives, estimator and budgets."""
+    import dataclasses
+
+    from lumenrec.retriever.quick import quick_configs
+
+    mcfg, tcfg = quick_configs(split, run.get("max_time_s", cfg["max_time_s"]), seed=run.get("seed", cfg["seed"]),
+                              num_threads=cfg["threads"])
+    if run.get("model_overrides"):
+        mcfg = dataclasses.replace(mcfg, **run["model_overrides"])  # __post_init__ re-validates
+    tcfg = dataclasses.replace(tcfg, loss=run["loss"], num_negatives=run["m"] or 16,
+                               estimator=run["estimator"] or "corrected", epochs=run["budget_epochs"],
+                               refit_epochs=run.get("refit_epochs", cfg["refit_epochs"]),
+                               eval_every=run.get("eval_every", cfg["eval_every"]),
+                               patience=run.get("patience", tcfg.patience), progress=False)
+    return mcfg, tcfg
+
+
+def _fuse_with_markov(trainers, split) -> dict[str, Any]:
+    """SASRec + Markov mixture (lumenrec.retriever.fusion): the weight is tuned on VALIDATION with the
+    selected (pre-refit) weights and a Markov chain fitted on split.train; the test uses the final
+    (refit) weights and a chain fitted on split.train_full, as every test row of this benchmark does.
+    `trainers` is one Trainer or a list (an ensemble: the mean of their distributions)."""
+    from lumenrec.eval import MarkovScorer, evaluate
+    from lumenrec.retriever.fusion import MixtureScorer, tune_mixture
+
+    selected, final = _selected_and_final(trainers if isinstance(trainers, (list, tuple)) else [trainers])
+    lam, valid_by_lam = tune_mixture(_seq_scorer(selected), MarkovScorer(split.train, split.num_items), split.valid)
+    test = evaluate(MixtureScorer(_seq_scorer(final), MarkovScorer(split.train_full, split.num_items), lam),
                     split.test, (10, 20))
     return {"lam": lam, "valid_ndcg@10_by_lam": {str(k): v for k, v in valid_by_lam.items()}, "test": test}
 
@@ -257,14 +362,28 @@ def _run_all(cfg: LossBenchConfig, runs: list[dict[str, Any]], done_path: Path) 
     # longest budgets first so the two workers finish together
     todo.sort(key=lambda r: (r["dataset"] != "beauty-2014", r["loss"] != "softmax"))
     ctx = mp.get_context("spawn")
-    with ctx.Pool(min(cfg.workers, len(todo)), maxtasksperchild=1) as pool, open(done_path, "a") as f:
+    with ctx.Pool(min(cfg.workers, len(todo)), maxtasksperchild=1) as pool:
         for r in tqdm(pool.imap_unordered(_train_one, [(r, cdict) for r in todo]), total=len(todo), desc="loss runs"):
             done[run_key(r)] = r
-            f.write(json.dumps(r) + "\n")
-            f.flush()
+            _append_line(done_path, json.dumps(r))
             log.info("%s %s: test N@10 %.4f (%s after %d epochs)", r["dataset"], label(r), r["test"]["ndcg@10"],
                      r["stopped"], r["epochs"])
     return done
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line with ONE write(2) on an O_APPEND descriptor, so that two benchmark commands sharing a
+    runs file (e.g. --part search and --part converged) never interleave their lines."""
+    import os
+
+    data = (line + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(f"short write to {path}: {written} of {len(data)} bytes")
+    finally:
+        os.close(fd)
 
 
 def run_grid(cfg: LossBenchConfig) -> dict[str, Any]:
@@ -283,8 +402,93 @@ def run_converged(cfg: LossBenchConfig) -> dict[str, Any]:
     results = {"config": asdict(cfg), "datasets": {}}
     for ds in cfg.datasets:
         runs = [done[run_key(r)] for r in cfg.converged() if r["dataset"] == ds and run_key(r) in done]
-        results["datasets"][ds] = {"baselines": baselines(ds), "runs": runs}
+        results["datasets"][ds] = {"baselines": baselines(ds), "runs": [r for r in runs if r.get("seed", 0) == cfg.seed],
+                                   "other_seeds": [r for r in runs if r.get("seed", 0) != cfg.seed]}
+        if results["datasets"][ds]["other_seeds"]:
+            results["datasets"][ds]["across_seeds"] = across_seeds(runs)
     return results
+
+
+def across_seeds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per loss spec: test N@10 mean and sd over seeds, alone and + Markov, the gap to full softmax OF THE
+    SAME SEED, and in how many seeds corrected >= naive."""
+    by = {(r["loss"], r["m"], r["estimator"], r.get("seed", 0)): r for r in runs}
+    specs = list(dict.fromkeys((r["loss"], r["m"], r["estimator"]) for r in runs))
+    out = []
+    for loss, m, est in specs:
+        seeds = sorted(s for (l2, m2, e2, s) in by if (l2, m2, e2) == (loss, m, est))
+        n10 = np.array([by[(loss, m, est, s)]["test"]["ndcg@10"] for s in seeds])
+        fused = np.array([by[(loss, m, est, s)].get("fusion", {}).get("test", {}).get("ndcg@10", np.nan) for s in seeds])
+        row = {"loss": loss, "m": m, "estimator": est, "seeds": seeds, "ndcg@10_mean": float(n10.mean()),
+               "ndcg@10_sd": float(n10.std(ddof=1)) if len(seeds) > 1 else 0.0,
+               "markov_ndcg@10_mean": float(np.nanmean(fused)) if np.isfinite(fused).any() else None}
+        soft = [by[("softmax", None, None, s)]["test"]["ndcg@10"] for s in seeds if ("softmax", None, None, s) in by]
+        if loss != "softmax" and len(soft) == len(seeds):
+            rel = n10 / np.array(soft) - 1.0
+            row["vs_softmax_mean"], row["vs_softmax_by_seed"] = float(rel.mean()), [float(x) for x in rel]
+        if est == "corrected":
+            pairs = [(by[(loss, m, est, s)]["test"]["ndcg@10"], by[(loss, m, "naive", s)]["test"]["ndcg@10"])
+                     for s in seeds if (loss, m, "naive", s) in by]
+            row["corrected_ge_naive"] = f"{sum(c >= n for c, n in pairs)}/{len(pairs)}"
+        out.append(row)
+    return out
+
+
+def run_search(cfg: LossBenchConfig) -> dict[str, Any]:
+    """Full-softmax SASRec of every architecture in `cfg.search_space`, trained like the converged part
+    (its runs file is shared, so the default architecture is not trained twice); the selected one is the
+    run with the best VALIDATION NDCG@10 of SASRec + Markov (the system the benchmark reports as best)."""
+    done = _run_all(cfg, cfg.search(), Path(cfg.run_dir) / "converged.jsonl")
+    results = {"config": asdict(cfg), "datasets": {}}
+    for ds in cfg.datasets:
+        runs = [done[run_key(r)] for r in cfg.search() if r["dataset"] == ds and run_key(r) in done]
+        sel = select_on_validation(runs)
+        results["datasets"][ds] = {"baselines": baselines(ds), "runs": runs,
+                                   "selected": None if sel is None else runs.index(sel)}
+    return results
+
+
+def fused_valid_ndcg(r: dict[str, Any]) -> float:
+    """Validation NDCG@10 of the run's SASRec + Markov mixture at its chosen weight (pre-refit weights)."""
+    fu = r.get("fusion") or {}
+    by = fu.get("valid_ndcg@10_by_lam") or {}
+    return max(by.values()) if by else r["best_valid"]["ndcg@10"]
+
+
+def select_on_validation(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run with the best validation NDCG@10 of SASRec + Markov; never looks at test metrics."""
+    return max(runs, key=fused_valid_ndcg, default=None)
+
+
+def search_markdown(results: dict[str, Any]) -> str:
+    from lumenrec.eval.report import markdown_table
+
+    targets = {"beauty-2014": (0.100, 0.060), "office-2014": (0.120, 0.070)}
+    parts = [
+        "Command: `python -m lumenrec.eval.bench_losses --part search`: full-softmax SASRec with the "
+        "architectures of `LossBenchConfig.search_space` (everything else as in the converged part: lr 2e-3, "
+        "batch 128, dropout 0.5, early stopping on validation NDCG@10, 3 refit epochs on train_full, Markov "
+        "mixture weight chosen on validation). The **selected** row is the one with the best VALIDATION NDCG@10 "
+        "of SASRec + Markov; test metrics play no part in the choice, and every candidate's test row is shown."]
+    for ds, d in results["datasets"].items():
+        rows = [[name, "", "", "", m["recall@10"], m["ndcg@10"], "", ""] for name, m in d["baselines"].items()]
+        for i, r in enumerate(d["runs"]):
+            ft = (r.get("fusion") or {}).get("test", {})
+            rows.append([arch_label(r) + (" **(selected)**" if i == d["selected"] else ""),
+                         f"{r['epochs']} (best {r['best_epoch']})", f"{r['train_time_s']:.0f}",
+                         f"{r['best_valid']['ndcg@10']:.4f} / {fused_valid_ndcg(r):.4f}",
+                         r["test"]["recall@10"], r["test"]["ndcg@10"], ft.get("recall@10", ""), ft.get("ndcg@10", "")])
+        parts.append(f"### {ds}: architecture search (full softmax)\n\n" + markdown_table(
+            ["model", "epochs", "train s", "valid N@10 alone / + Markov", "test R@10", "test N@10",
+             "+ Markov R@10", "+ Markov N@10"], rows))
+        if d["selected"] is not None and ds in targets:
+            r = d["runs"][d["selected"]]
+            ft = r["fusion"]["test"]
+            tr, tn = targets[ds]
+            ok = ft["recall@10"] >= tr and ft["ndcg@10"] >= tn
+            parts.append(f"- selected on validation: {arch_label(r)} + Markov, test R@10 {ft['recall@10']:.4f} / "
+                         f"N@10 {ft['ndcg@10']:.4f} (target {tr:.3f} / {tn:.3f}: {'met' if ok else 'NOT met'}).")
+    return "\n\n".join(parts)
 
 
 def converged_markdown(results: dict[str, Any]) -> str:
@@ -296,8 +500,10 @@ def converged_markdown(results: dict[str, Any]) -> str:
         return ", ".join(f"{ds} {v}" for ds, v in d.items())
 
     parts = [
-        "Command: `python -m lumenrec.eval.bench_losses --part converged` (same SASRec settings as the grid; seed "
-        f"{cfg['seed']}; each run trains until validation NDCG@10 has not improved for a patience of "
+        "Command: `python -m lumenrec.eval.bench_losses --part converged"
+        + (f" --extra-seeds {','.join(map(str, cfg['extra_seeds']))}" if cfg.get("extra_seeds") else "")
+        + f"` (same SASRec settings as the grid; tables of seed {cfg['seed']}"
+        + (", then means across seeds" if cfg.get("extra_seeds") else "") + "; each run trains until validation NDCG@10 has not improved for a patience of "
         f"{per_ds(cfg['converged_patience'])} evaluations, validation every {per_ds(cfg['converged_eval_every'])} "
         f"epochs, epoch caps {per_ds(cfg['converged_epochs'])} for softmax and {per_ds(cfg['converged_sampled_epochs'])} "
         "for the sampled losses (stop `epochs` = the cap ended the run), then "
@@ -318,6 +524,15 @@ def converged_markdown(results: dict[str, Any]) -> str:
             ["model", "R@10", "N@10", "MRR", "train s", "epochs (best, stop)", "+ Markov R@10", "+ Markov N@10", "lam"],
             rows))
         parts.append(converged_summary(ds, d))
+        if d.get("across_seeds"):
+            rows = [[label(a), ", ".join(map(str, a["seeds"])), f"{a['ndcg@10_mean']:.4f} ± {a['ndcg@10_sd']:.4f}",
+                     "" if a["markov_ndcg@10_mean"] is None else f"{a['markov_ndcg@10_mean']:.4f}",
+                     "" if "vs_softmax_mean" not in a else f"{a['vs_softmax_mean']:+.1%} ("
+                     + ", ".join(f"{x:+.1%}" for x in a["vs_softmax_by_seed"]) + ")",
+                     a.get("corrected_ge_naive", "")] for a in d["across_seeds"]]
+            parts.append(f"#### {ds}, across seeds\n\n" + markdown_table(
+                ["model", "seeds", "test N@10 mean ± sd", "+ Markov N@10 mean", "vs softmax of the same seed (each seed)",
+                 "corrected >= naive"], rows))
     return "\n\n".join(parts)
 
 
@@ -489,13 +704,16 @@ def main(argv: list[str] | None = None) -> int:
     from lumenrec.eval.report import docs_dir, machine_info, update_section, write_json
 
     p = argparse.ArgumentParser(prog="python -m lumenrec.eval.bench_losses", description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", choices=("grid", "converged", "scaling", "all"), default="all")
+    p.add_argument("--part", choices=("grid", "converged", "search", "scaling", "all"), default="all")
     p.add_argument("--datasets", default=None, help="comma-separated (default: office-2014,beauty-2014)")
     p.add_argument("--ms", default=None, help="comma-separated negatives per positive (default 4,16,64,256)")
     p.add_argument("--losses", default=None, help="comma-separated subset of the losses")
     p.add_argument("--epochs", type=int, default=None, help="one epoch budget for every dataset")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="seed of every run (use a separate --run-dir per seed)")
+    p.add_argument("--extra-seeds", default=None,
+                   help="comma-separated seeds the converged part also runs (mean +- sd across seeds, gap to the softmax "
+                        "of the same seed)")
     p.add_argument("--run-dir", default="runs/bench_losses", help="where finished runs are kept (resumable)")
     p.add_argument("--converged-runs", default=None,
                    help="comma-separated loss[:m[:estimator]] specs of the converged part (default: softmax and m=16 "
@@ -512,12 +730,16 @@ def main(argv: list[str] | None = None) -> int:
         kw["losses"] = tuple(args.losses.split(","))
     if args.epochs:
         kw["epochs"], kw["default_epochs"] = {}, args.epochs
+    if args.extra_seeds:
+        kw["extra_seeds"] = tuple(int(x) for x in args.extra_seeds.split(","))
     if args.converged_runs:
         kw["converged_runs"] = tuple(args.converged_runs.split(","))
     cfg = LossBenchConfig(**kw)
     parts = {"grid": (run_grid, "losses", grid_markdown, "Ranking losses: SASRec on Amazon 2014 (full ranking)"),
              "converged": (run_converged, "losses_converged", converged_markdown,
-                           "Ranking losses: trained to convergence, and + Markov")}
+                           "Ranking losses: trained to convergence, and + Markov"),
+             "search": (run_search, "losses_search", search_markdown,
+                        "Ranking losses: SASRec architecture chosen on validation (full softmax + Markov)")}
     for part, (run, name, markdown, title) in parts.items():
         if args.part in (part, "all"):
             t0 = time.time()

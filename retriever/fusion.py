@@ -13,6 +13,9 @@ softmax, ``"counts"`` components (non-negative scores such as transition counts)
 sum; a row of a counts component that sums to 0 (no known transition) becomes uniform, so the mixture
 then falls back on the other component. The weight ``lam`` is chosen on the VALIDATION cases with
 :func:`tune_mixture`, never on test.
+
+Several sequential models (e.g. the same SASRec trained with different seeds) become one component with
+:func:`mean_distribution`: the mean of their next-item distributions, as log-probabilities.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from scipy.special import softmax
 
 from lumenrec.errors import ConfigError
 
-__all__ = ["to_distribution", "MixtureScorer", "mixture_ranks", "tune_mixture"]
+__all__ = ["to_distribution", "MixtureScorer", "mean_distribution", "mixture_ranks", "tune_mixture"]
 
 Scorer = Callable[[list[np.ndarray]], np.ndarray]
 KINDS = ("logits", "counts")
@@ -43,6 +46,22 @@ def to_distribution(scores: np.ndarray, kind: str) -> np.ndarray:
         raise ValueError(f"a 'counts' component must be non-negative, got min {s.min():.3g}")
     tot = s.sum(axis=1, keepdims=True)  # (B, 1)
     return np.divide(s, tot, out=np.full_like(s, 1.0 / s.shape[1]), where=tot > 0)  # empty rows -> uniform
+
+
+def mean_distribution(scorers: Sequence[Scorer], kind: str = "logits") -> Scorer:
+    """One scorer from several (e.g. SASRec models trained with different seeds): the MEAN of their
+    next-item distributions, returned as log-probabilities, so that it is itself a ``"logits"`` component
+    (``softmax(log p) = p``) and can go into :class:`MixtureScorer` unchanged."""
+    if not scorers:
+        raise ConfigError("scorers", scorers, "give at least one scorer")
+    members = list(scorers)
+
+    def score(histories: list[np.ndarray]) -> np.ndarray:
+        p = sum(to_distribution(f(histories), kind) for f in members) / len(members)  # (B, N)
+        with np.errstate(divide="ignore"):
+            return np.log(p)  # (B, N); -inf only where every member gives exactly 0
+
+    return score
 
 
 def _check_weight(field: str, lam: float) -> None:

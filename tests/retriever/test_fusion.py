@@ -76,3 +76,20 @@ def test_tune_mixture_rejects_bad_arguments():
         tune_mixture(seq, markov, valid, lams=[0.2, 1.3])
     with pytest.raises(ConfigError, match="metric"):
         tune_mixture(seq, markov, valid, metric="precision@3")
+
+
+def test_mean_distribution_is_the_mean_of_the_members_distributions():
+    from lumenrec.retriever.fusion import mean_distribution
+
+    a = lambda h: np.array([[0.0, 1.0, 2.0], [5.0, 0.0, 0.0]])  # noqa: E731
+    b = lambda h: np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 5.0]])  # noqa: E731
+    got = to_distribution(mean_distribution([a, b])(None), "logits")  # (2, 3)
+    want = (to_distribution(a(None), "logits") + to_distribution(b(None), "logits")) / 2
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(got[0], got[0][::-1])  # mirror-image members: a symmetric mean
+    np.testing.assert_allclose(to_distribution(mean_distribution([a])(None), "logits"), to_distribution(a(None), "logits"))
+    # counts members: rows divided by their sums, then averaged
+    c = lambda h: np.array([[1.0, 0.0, 3.0]])  # noqa: E731
+    np.testing.assert_allclose(np.exp(mean_distribution([c, c], kind="counts")(None)), [[0.25, 0.0, 0.75]])
+    with pytest.raises(ConfigError, match="scorers"):
+        mean_distribution([])

@@ -366,7 +366,7 @@ def _run_all(cfg: LossBenchConfig, runs: list[dict[str, Any]], done_path: Path) 
         for r in tqdm(pool.imap_unordered(_train_one, [(r, cdict) for r in todo]), total=len(todo), desc="loss runs"):
             done[run_key(r)] = r
             _append_line(done_path, json.dumps(r))
-            log.info("%s %s: test N@10 %.4f (%s after %d epochs)", r["dataset"], label(r), r["test"]["ndcg@10"],
+            log.info("%s %s: test N@10 %.4f (%s after %s epochs)", r["dataset"], label(r), r["test"]["ndcg@10"],
                      r["stopped"], r["epochs"])
     return done
 

@@ -19,6 +19,7 @@ docs/results/loss_scaling.json, docs/loss_scaling.png and sections of docs/bench
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import multiprocessing as mp
@@ -35,6 +36,13 @@ from lumenrec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SAMPLED = ("sampled_softmax", "bpr", "warp", "lambdarank")
+TARGETS = {"beauty-2014": (0.100, 0.060), "office-2014": (0.120, 0.070)}  # the issue's best-model R@10 / N@10
+
+
+def target_verdict(ds: str, recall10: float, ndcg10: float) -> str:
+    """'(target 0.100 / 0.060: met)' or '... NOT met)' for dataset `ds` (which must be in TARGETS)."""
+    tr, tn = TARGETS[ds]
+    return f"(target {tr:.3f} / {tn:.3f}: {'met' if recall10 >= tr and ndcg10 >= tn else 'NOT met'})"
 
 
 @dataclass
@@ -255,10 +263,11 @@ def _train_one(args: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
            "steps_per_s": res.steps_per_s, "sequences_per_s": res.sequences_per_s,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
            "history": [{k: h.get(k) for k in ("epoch", "loss", "ndcg@10", "recall@10")} for h in res.history]}
+    selected, final = _selected_and_final(trainers)
     if len(trainers) > 1:
-        out.update(_ensemble_metrics(trainers, fits, split))
+        out.update(_ensemble_metrics(selected, final, trainers, fits, split))
     if run.get("fusion"):
-        out["fusion"] = _fuse_with_markov(trainers, split)
+        out["fusion"] = _fuse_with_markov(selected, final, split)
     return out
 
 
@@ -283,12 +292,11 @@ def _seq_scorer(models):
     return fs[0] if len(fs) == 1 else mean_distribution(fs)
 
 
-def _ensemble_metrics(trainers, fits, split) -> dict[str, Any]:
+def _ensemble_metrics(selected, final, trainers, fits, split) -> dict[str, Any]:
     """The run's metrics for an ensemble of seeds: validation and pre-refit test of the mean distribution
     of the selected weights, test of the refit ones; each member's own numbers are kept under `members`."""
     from lumenrec.eval import evaluate
 
-    selected, final = _selected_and_final(trainers)
     return {"best_valid": evaluate(_seq_scorer(selected), split.valid), "test_before_refit": evaluate(_seq_scorer(selected), split.test),
             "test": evaluate(_seq_scorer(final), split.test),
             "epochs": "+".join(str(f.epochs) for f in fits), "best_epoch": "+".join(str(f.best_epoch) for f in fits),
@@ -316,21 +324,21 @@ def run_configs(run: dict[str, Any], cfg: dict[str, Any], split) -> tuple[Any, A
     return mcfg, tcfg
 
 
-def _fuse_with_markov(trainers, split) -> dict[str, Any]:
+def _fuse_with_markov(selected, final, split) -> dict[str, Any]:
     """SASRec + Markov mixture (lumenrec.retriever.fusion): the weight is tuned on VALIDATION with the
-    selected (pre-refit) weights and a Markov chain fitted on split.train; the test uses the final
-    (refit) weights and a chain fitted on split.train_full, as every test row of this benchmark does.
-    `trainers` is one Trainer or a list (an ensemble: the mean of their distributions)."""
+    `selected` (pre-refit) models and a Markov chain fitted on split.train; the test uses the `final`
+    (refit) models and a chain fitted on split.train_full, as every test row of this benchmark does.
+    Several models (an ensemble) are one component: the mean of their distributions."""
     from lumenrec.eval import MarkovScorer, evaluate
     from lumenrec.retriever.fusion import MixtureScorer, tune_mixture
 
-    selected, final = _selected_and_final(trainers if isinstance(trainers, (list, tuple)) else [trainers])
     lam, valid_by_lam = tune_mixture(_seq_scorer(selected), MarkovScorer(split.train, split.num_items), split.valid)
     test = evaluate(MixtureScorer(_seq_scorer(final), MarkovScorer(split.train_full, split.num_items), lam),
                     split.test, (10, 20))
     return {"lam": lam, "valid_ndcg@10_by_lam": {str(k): v for k, v in valid_by_lam.items()}, "test": test}
 
 
+@functools.lru_cache(maxsize=None)
 def baselines(dataset: str) -> dict[str, dict[str, float]]:
     from lumenrec.data import leave_one_out
     from lumenrec.data.registry import load_dataset
@@ -463,7 +471,6 @@ def select_on_validation(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
 def search_markdown(results: dict[str, Any]) -> str:
     from lumenrec.eval.report import markdown_table
 
-    targets = {"beauty-2014": (0.100, 0.060), "office-2014": (0.120, 0.070)}
     parts = [
         "Command: `python -m lumenrec.eval.bench_losses --part search`: full-softmax SASRec with the "
         "architectures of `LossBenchConfig.search_space` (everything else as in the converged part: lr 2e-3, "
@@ -481,13 +488,11 @@ def search_markdown(results: dict[str, Any]) -> str:
         parts.append(f"### {ds}: architecture search (full softmax)\n\n" + markdown_table(
             ["model", "epochs", "train s", "valid N@10 alone / + Markov", "test R@10", "test N@10",
              "+ Markov R@10", "+ Markov N@10"], rows))
-        if d["selected"] is not None and ds in targets:
+        if d["selected"] is not None and ds in TARGETS:
             r = d["runs"][d["selected"]]
             ft = r["fusion"]["test"]
-            tr, tn = targets[ds]
-            ok = ft["recall@10"] >= tr and ft["ndcg@10"] >= tn
             parts.append(f"- selected on validation: {arch_label(r)} + Markov, test R@10 {ft['recall@10']:.4f} / "
-                         f"N@10 {ft['ndcg@10']:.4f} (target {tr:.3f} / {tn:.3f}: {'met' if ok else 'NOT met'}).")
+                         f"N@10 {ft['ndcg@10']:.4f} {target_verdict(ds, ft['recall@10'], ft['ndcg@10'])}.")
     return "\n\n".join(parts)
 
 
@@ -538,7 +543,6 @@ def converged_markdown(results: dict[str, Any]) -> str:
 
 def converged_summary(ds: str, d: dict[str, Any]) -> str:
     """The issue's targets in words: best model vs the dataset target; corrected m=16 vs full softmax."""
-    targets = {"beauty-2014": (0.100, 0.060), "office-2014": (0.120, 0.070)}
     cands = []
     for r in d["runs"]:
         cands.append((r["test"]["ndcg@10"], r["test"]["recall@10"], label(r)))
@@ -547,11 +551,8 @@ def converged_summary(ds: str, d: dict[str, Any]) -> str:
     lines = []
     if cands:
         n, rc, name = max(cands)
-        if ds in targets:
-            tr, tn = targets[ds]
-            ok = rc >= tr and n >= tn
-            lines.append(f"- best model: {name}, R@10 {rc:.4f} / N@10 {n:.4f} (target {tr:.3f} / {tn:.3f}: "
-                         f"{'met' if ok else 'NOT met'}).")
+        if ds in TARGETS:
+            lines.append(f"- best model: {name}, R@10 {rc:.4f} / N@10 {n:.4f} {target_verdict(ds, rc, n)}.")
     by = {(r["loss"], r["m"], r["estimator"]): r["test"]["ndcg@10"] for r in d["runs"]}
     soft = by.get(("softmax", None, None))
     for (loss, m, est), v in sorted(by.items(), key=lambda kv: str(kv[0])):

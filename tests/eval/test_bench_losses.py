@@ -71,7 +71,7 @@ def test_fuse_with_markov_tunes_on_validation_and_tests_the_refit_model():
     import torch
 
     from lumenrec.data import Interactions, UserSequence, leave_one_out
-    from lumenrec.eval.bench_losses import _fuse_with_markov
+    from lumenrec.eval.bench_losses import _fuse_with_markov, _selected_and_final
     from lumenrec.retriever.sasrec import SASRecConfig
     from lumenrec.retriever.train import TrainConfig, Trainer
 
@@ -85,7 +85,7 @@ def test_fuse_with_markov_tunes_on_validation_and_tests_the_refit_model():
                       TrainConfig(epochs=1, max_steps=1, lr=1e-9, batch_size=16, progress=False, num_threads=1,
                                   refit_full=False))
     trainer.fit()
-    out = _fuse_with_markov(trainer, split)
+    out = _fuse_with_markov(*_selected_and_final([trainer]), split)
     assert out["lam"] > 0.0
     assert out["valid_ndcg@10_by_lam"]["0.0"] < 0.5 < out["valid_ndcg@10_by_lam"][str(out["lam"])]
     assert out["test"]["mrr"] > 0.9 and out["test"]["n"] == len(split.test)

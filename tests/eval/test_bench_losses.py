@@ -191,7 +191,7 @@ def test_train_one_ensemble_end_to_end_on_a_synthetic_store():
     (run,) = cfg.search()
     assert run["ensemble"] == 2 and run_key(run).endswith("|model:dim=16,max_len=12|ensemble2")
     out = _train_one((run, {**__import__("dataclasses").asdict(cfg), "threads": 1}))
-    assert [m["seed"] for m in out["members"]] == [5, 6]
+    assert [m["seed"] for m in out["members"]] == [5, 6] and out["threads"] == 1
     assert out["model"]["dim"] == 16 and out["model"]["max_len"] == 12
     assert out["epochs"] == "2+2" and out["train_time_s"] == pytest.approx(sum(m["train_time_s"] for m in out["members"]))
     n10 = [m["test"]["ndcg@10"] for m in out["members"]]
@@ -205,3 +205,13 @@ def test_train_one_ensemble_end_to_end_on_a_synthetic_store():
 def test_extra_seeds_must_be_non_negative_integers(bad):
     with pytest.raises(ConfigError, match="extra_seeds"):
         LossBenchConfig(extra_seeds=bad)
+
+
+def test_command_line_fills_the_config_and_it_validates():
+    from lumenrec.eval.bench_losses import _parser, config_from_args
+
+    cfg = config_from_args(_parser().parse_args(["--workers", "1", "--threads", "2", "--extra-seeds", "1,2",
+                                                 "--datasets", "beauty-2014"]))
+    assert (cfg.workers, cfg.threads, cfg.extra_seeds, cfg.datasets) == (1, 2, (1, 2), ("beauty-2014",))
+    with pytest.raises(ConfigError, match="threads"):
+        config_from_args(_parser().parse_args(["--threads", "0"]))

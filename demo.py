@@ -1,6 +1,6 @@
 """`python demo.py [--data synthetic] [--host 127.0.0.1] [--port 7860]`: the Gradio chat demo.
 
-A thin wrapper around `lumenrec demo` (see lumenrec/agent/demo_app.py).
+A thin wrapper around `lumenrec demo` (see lumenrec/agent/serving/demo_app.py).
 """
 
 import sys

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 class LLM(Protocol):
-    """The one LLM interface the agent speaks (implemented in lumenrec.agent.llm)."""
+    """The one LLM interface the agent speaks (implemented in lumenrec.agent.llm.backends)."""
 
     def generate(self, messages: list[dict], max_tokens: int, temperature: float) -> str: ...
 

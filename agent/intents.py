@@ -2,7 +2,7 @@
 nearest-prototype classifier compares against.
 
 The prototypes are written for the classifier and are kept apart from the labelled evaluation set
-(tests/agent/data/intents.jsonl): change them and re-run eval/bench_agent_router.py.
+(tests/agent/data/intents.jsonl): change them and re-run eval/bench/agent_router.py.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ks", default="1,5,10,20,50", help="comma-separated cut-offs")
     b.set_defaults(func=_baselines)
 
-    bench = sub.add_parser("bench", help="run a benchmark script (eval/bench_<name>.py): losses, retrieval, agent, ...",
+    bench = sub.add_parser("bench", help="run a benchmark script (eval/bench/<name>.py): losses, retrieval, agent, ...",
                            add_help=False)
-    bench.add_argument("name", help="benchmark name, e.g. losses (runs python -m lumenrec.eval.bench_<name>)")
+    bench.add_argument("name", help="benchmark name, e.g. losses (runs python -m lumenrec.eval.bench.<name>)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark (see its --help)")
     bench.set_defaults(func=_bench)
 
@@ -27,10 +27,10 @@ def _bench(args: argparse.Namespace) -> int:
     from lumenrec.errors import ConfigError
 
     try:
-        mod = importlib.import_module(f"lumenrec.eval.bench_{args.name}")
+        mod = importlib.import_module(f"lumenrec.eval.bench.{args.name}")
     except ModuleNotFoundError as e:
-        if e.name == f"lumenrec.eval.bench_{args.name}":
-            raise ConfigError("bench", args.name, "no such benchmark (see eval/bench_*.py)") from None
+        if e.name == f"lumenrec.eval.bench.{args.name}":
+            raise ConfigError("bench", args.name, "no such benchmark (see eval/bench/*.py)") from None
         raise
     return int(mod.main(args.rest) or 0)
 

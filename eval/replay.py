@@ -195,7 +195,7 @@ def build_recommender(system: ReplaySystem, catalog):
                             llm_base_url=system.llm_base_url, llm_model=system.llm_model)
     narrator = None
     if system.narrator == "llm":
-        from lumenrec.agent.llm import OpenAILLM
+        from lumenrec.agent.llm.backends import OpenAILLM
         from lumenrec.agent.narrative import NarrativeGenerator
 
         narrator = NarrativeGenerator(OpenAILLM(system.llm_base_url, system.llm_model, timeout_s=30.0, max_retries=0),

@@ -80,7 +80,7 @@ def run_and_print(cfg) -> dict:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from lumenrec.agent.demo_app import DemoConfig, launch
+    from lumenrec.agent.serving.demo_app import DemoConfig, launch
 
     launch(DemoConfig(data=args.data, recommender_dir=args.recommender, host=args.host, port=args.port,
                       llm_base_url=args.llm_base_url, llm_model=args.llm_model))

@@ -24,7 +24,7 @@ has to carry information (otherwise ITC is solved by copying the title token).
 Text skip (`text_skip`, off by default; our addition, not in ILM): the mean of the item's present
 field embeddings is added to the Q-Former output before normalising, and the output projection
 starts at zero, so the encoder starts IN the text space and learns a collaborative residual.
-Measured on the dev critiques (python -m lumenrec.eval.bench_retrieval), it is a trade-off:
+Measured on the dev critiques (python -m lumenrec.eval.bench.retrieval), it is a trade-off:
 - ILM vectors matched directly against a critique: R@10 0.32-0.34 with the skip, 0.04-0.05
   without (100 ITC steps do not rediscover the text space through the 128-d bottleneck);
 - as the item space of the LUMEN retriever: R@10 0.467 with the skip, 0.587 without (without it

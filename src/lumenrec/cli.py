@@ -25,8 +25,8 @@ _COMMAND_MODULES = [
     "lumenrec.eval.commands",
     "lumenrec.eval.replay_commands",
     "lumenrec.agent.commands",
-    "lumenrec.agent.llm_commands",
-    "lumenrec.agent.serve_commands",
+    "lumenrec.agent.llm.commands",
+    "lumenrec.agent.serving.commands",
     "lumenrec.tools.commands",
 ]
 

@@ -200,7 +200,7 @@ def test_agent_against_real_openai_compatible_server(base, record_property):
     which one happened is recorded (record_property) and printed.
     """
     pytest.importorskip("langchain_openai")
-    from lumenrec.agent.llm import find_smollm2_gguf
+    from lumenrec.agent.llm.backends import find_smollm2_gguf
 
     try:
         find_smollm2_gguf()

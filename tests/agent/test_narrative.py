@@ -180,7 +180,7 @@ def test_prompt_echo_is_regenerated_then_falls_back(tiny_catalog, pens):
 def test_real_smollm2_narratives_are_checked_and_grounded(office):
     """SmolLM2 writes, the checker judges: whatever the model says, the final text is grounded."""
     pytest.importorskip("gguf")
-    from lumenrec.agent.llm import TransformersLLM
+    from lumenrec.agent.llm.backends import TransformersLLM
 
     catalog, convs = office
     gen = NarrativeGenerator(TransformersLLM(), catalog, max_tokens=60)

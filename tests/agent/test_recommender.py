@@ -211,7 +211,7 @@ def test_cli_chat_one_shot_and_session_file(tmp_path, capsys):
 @pytest.mark.integration
 def test_dev_replay_catalogue_validity_subset(shared_data):
     """Real office-2014 dev conversations (opening, then critique): every reply item is in the catalogue."""
-    from lumenrec.eval.bench_agent import run_bench
+    from lumenrec.eval.bench.agent import run_bench
 
     r = run_bench("office-2014", limit=10, warmup=1, threads=None)
     assert r["turns"] == 20
@@ -223,7 +223,7 @@ def test_dev_replay_catalogue_validity_subset(shared_data):
 @pytest.mark.integration
 def test_dev_replay_catalogue_validity_all(shared_data):
     """All dev conversations (150 on office-2014): catalogue validity 100%."""
-    from lumenrec.eval.bench_agent import run_bench
+    from lumenrec.eval.bench.agent import run_bench
 
     r = run_bench("office-2014", warmup=1, threads=None)
     assert r["conversations"] >= 150

@@ -8,7 +8,7 @@ import torch
 from scipy import integrate, stats
 
 from lumenrec.errors import ConfigError
-from lumenrec.eval.rank_estimation_sim import sample_ranks, simulate_weights
+from lumenrec.eval.bench.rank_estimation import sample_ranks, simulate_weights
 from lumenrec.retriever.rank_estimation import (
     ALPHA_GRID,
     RankWeightEstimator,

@@ -102,14 +102,14 @@ def _register_inpaint(dsub: argparse._SubParsersAction) -> None:
 
 
 def _inpaint(args: argparse.Namespace) -> int:
-    from lumenrec.agent.inpaint import InpaintConfig, Inpainter, inpaint_to_file
+    from lumenrec.data.inpaint import InpaintConfig, Inpainter, inpaint_to_file
     from lumenrec.data.registry import load_dataset
 
     cfg = InpaintConfig(seed=args.seed, similar_prefix=args.similar_prefix, critique_positions=args.critiques,
                         exclude_conversation_users=not args.include_dev_users)
     llm = None
     if args.backend != "offline":
-        from lumenrec.agent.llm import DEFAULT_LOCAL_MODEL_NAME, LLMConfig, make_llm
+        from lumenrec.agent.llm.backends import DEFAULT_LOCAL_MODEL_NAME, LLMConfig, make_llm
 
         if args.backend == "transformers":
             llm = make_llm(LLMConfig(backend="transformers", model_path=args.model))

@@ -43,6 +43,8 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from lumenrec.data.types import Catalog, Conversation, Item
 from lumenrec.errors import ConfigError, LLMError
+from lumenrec.polarity import (NEG_BEFORE, NEG_BEFORE_PHRASES, Token as _Tok, clause_context, cue_after,
+                                negated_before, tokenize)
 
 __all__ = [
     "Critique",
@@ -159,24 +161,6 @@ NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
                 "nine": 9, "ten": 10, "twelve": 12, "twenty": 20, "fifty": 50, "hundred": 100,
                 "dozen": 12, "couple": 2, "pair": 2}
 
-# Tokens that negate what follows in the same clause.
-NEG_BEFORE = {"not", "no", "nothing", "never", "without", "except", "avoid", "hate", "against", "skip",
-              "ditch", "nor", "neither", "besides", "excluding", "unlike", "than", "enough", "over"}
-NEG_BEFORE_PHRASES = [("no", "more"), ("anything", "but"), ("everything", "but"), ("all", "but"),
-                      ("instead", "of"), ("other", "than"), ("rather", "than"), ("different", "from"),
-                      ("different", "than"), ("away", "from"), ("sick", "of"), ("tired", "of"),
-                      ("done", "with"), ("switch", "from"), ("moving", "away"), ("anything", "other"),
-                      ("apart", "from"), ("aside", "from"), ("other", "brand"), ("another", "brand"),
-                      ("so", "much"), ("too", "much"), ("too", "many")]
-# Words after a negation that cancel it ("I don't mind HP", "not sure", "not only").
-NEG_CANCEL = {"mind", "sure", "only", "bad", "just", "too", "care"}
-# A complaint after a mention, in the same clause: the mention is excluded.
-NEG_AFTER = {"sucks", "sucked", "broke", "broken", "jams", "jammed", "died", "overpriced", "pricey",
-             "expensive", "overkill", "disappointing", "disappointed", "terrible", "awful", "junk",
-             "killing", "flimsy", "leaks", "leaked", "hate", "pain", "annoying", "useless", "bad", "worst"}
-NEG_AFTER_PHRASES = [("not", "working"), ("stopped", "working"), ("cost", "too"), ("too", "much"),
-                     ("not", "for"), ("not", "good"), ("no", "good"), ("not", "great"), ("not", "working"),
-                     ("let", "me"), ("not", "what")]
 # Determiners/possessives: "the kodak", "my canon" refer to an item owned or shown.
 DETERMINERS = {"the", "teh", "my", "that", "this", "these", "those", "our", "her", "his", "their", "your", "its"}
 # A mention after "same"/"matching"/"again": include even after a determiner.
@@ -193,7 +177,6 @@ WANT_VERBS = {"get", "buy", "order", "try", "find", "see", "look", "have", "grab
 # One-word heads that mean other things in shopper talk ("carts" = cartridges or a shopping cart).
 AMBIGUOUS_HEADS = {"cart"}
 SOFT_CUES = {"bonus", "better", "nice", "cool"}
-CLAUSE_SPLIT_WORDS = {"but", "though", "although", "however", "whereas", "while", "also", "plus"}
 FUNCTION_WORDS = {
     "a", "an", "the", "and", "or", "but", "for", "to", "of", "in", "on", "at", "with", "that", "which",
     "is", "are", "was", "were", "be", "it", "i", "me", "my", "you", "we", "they", "this", "these",
@@ -246,17 +229,6 @@ ORDINALS = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "
             "fifth": 4, "5th": 4, "last": -1, "top": 0}
 
 _TOKEN = re.compile(r"[a-z0-9]+")
-_CONTRACTION_WORDS = {"dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "cant", "wont", "wouldnt",
-                      "couldnt", "shouldnt", "havent", "hasnt", "aint", "nah"}
-_CONTRACTIONS = [
-    (re.compile(r"\b(do|does|did|is|are|was|were|ca|wo|would|could|should|have|has|had)n['’]?t\b"), r"\1 not"),
-    (re.compile(r"\b(dont|doesnt|didnt|isnt|arent|wasnt|werent|cant|wont|wouldnt|couldnt|shouldnt|havent|hasnt|aint)\b"),
-     lambda m: {"dont": "do not", "doesnt": "does not", "didnt": "did not", "isnt": "is not", "arent": "are not",
-                "wasnt": "was not", "werent": "were not", "cant": "can not", "wont": "will not",
-                "wouldnt": "would not", "couldnt": "could not", "shouldnt": "should not",
-                "havent": "have not", "hasnt": "has not", "aint": "is not"}[m.group(1)]),
-    (re.compile(r"\bnah\b"), "no"),
-]
 
 
 def normalize_brand(name: str) -> str:
@@ -278,16 +250,6 @@ def _singular(tok: str) -> str:
 def _trigrams(s: str) -> set[str]:
     s = f"  {s} "
     return {s[i:i + 3] for i in range(len(s) - 2)}
-
-
-@dataclass
-class _Tok:
-    low: str       # lower-case token (contractions expanded)
-    orig: str      # the token as typed ('' for tokens produced by expansion)
-    start: int     # char offset in the original message (-1 for expansion tokens)
-    end: int
-    clause: int    # clause number
-    sent_start: bool  # first token of a sentence
 
 
 @dataclass
@@ -487,37 +449,7 @@ class CritiqueParser:
 
     # -- tokenising ---------------------------------------------------------------------------
     def _tokenize(self, message: str) -> list[_Tok]:
-        toks: list[_Tok] = []
-        clause = 0
-        sent_start = True
-        # pieces: word tokens and clause-breaking punctuation
-        for m in re.finditer(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|[.!?;,:()\n]|\s-\s|\.\.+", message):
-            s = m.group(0)
-            if not s[0].isalnum():
-                clause += 1
-                if s in ".!?;\n" or s.startswith(".."):
-                    sent_start = True
-                continue
-            low = s.lower().replace("’", "'")
-            parts: list[str]
-            if "'" in low or low in _CONTRACTION_WORDS:  # only these can change: skip 3 regexes per token
-                for rx, rep in _CONTRACTIONS:
-                    low = rx.sub(rep, low)
-            if "'" in low:
-                a, b = low.split("'", 1)
-                parts = [a, {"s": "s", "re": "are", "ve": "have", "ll": "will", "d": "would", "m": "am"}.get(b, b)]
-            else:
-                parts = low.split()
-            for j, p in enumerate(parts):
-                if p in CLAUSE_SPLIT_WORDS and not (p == "but" and toks and toks[-1].low in {"anything", "everything", "all", "nothing"}):
-                    clause += 1
-                    toks.append(_Tok(p, s if j == 0 else "", m.start(), m.end(), clause, False))
-                    clause += 1
-                    sent_start = False
-                    continue
-                toks.append(_Tok(p, s if j == 0 else "", m.start() if j == 0 else -1, m.end() if j == 0 else -1, clause, sent_start and j == 0))
-                sent_start = False
-        return toks
+        return tokenize(message)
 
     # -- parsing ------------------------------------------------------------------------------
     def parse(self, message: str, shown: Sequence[str] | None = None, llm: LLM | None = None) -> Critique:
@@ -642,34 +574,18 @@ class CritiqueParser:
 
     def _polarity(self, toks: list[_Tok], i: int, L: int, kind: str) -> str:
         """'include', 'exclude' or 'mention' for the mention toks[i:i+L] (see the module docstring)."""
-        clause = toks[i].clause
-        win = self.config.negation_window
-        before = [t.low for t in toks[max(0, i - win - 2):i] if t.clause == clause]
-        after = [t.low for t in toks[i + L:i + L + 6] if t.clause == clause]
+        before, after = clause_context(toks, i, L, self.config.negation_window)
         # negation before (nearest cue within the window, not cancelled: "don't mind HP")
-        for j in range(len(before) - 1, -1, -1):
-            w = before[j]
-            pair = tuple(before[j:j + 2])
-            if pair in NEG_BEFORE_PHRASES or w in NEG_BEFORE:
-                if j + 1 < len(before) and before[j + 1] in NEG_CANCEL:
-                    break
-                if w in {"than", "over"} and (j == 0 or before[j - 1] not in {"other", "rather", "different"}
-                                              and (kind == "category" or before[j - 1] not in {"cheaper", "better", "nicer"})):
-                    continue
-                if w == "enough" and j + 1 < len(before):  # "enough HP": only right before the mention
-                    continue
-                if w == "no" and j + 1 < len(before) and before[j + 1] in {"idea", "problem", "worries", "clue"}:
-                    continue
-                return "exclude"
-        # "instead": "X instead" -> include, "instead of X" handled above
-        for j in range(len(after)):
-            pair = tuple(after[j:j + 2])
-            if after[j] in NEG_AFTER or pair in NEG_AFTER_PHRASES:
-                # a complaint about a brand drops the brand; about a product type ("the remover is
-                # useless") it asks for a better one of the same type: no constraint
-                return "exclude" if kind == "brand" else "mention"
-            if after[j] in {"again", "instead", "please", "pls", "preferred", "prefered", "preferably"}:
-                return "include"
+        if negated_before(before, kind):
+            return "exclude"
+        cue = cue_after(after)
+        if cue == "complaint":
+            # a complaint about a brand drops the brand; about a product type ("the remover is
+            # useless") it asks for a better one of the same type: no constraint
+            return "exclude" if kind == "brand" else "mention"
+        if cue == "prefer":  # "X instead", "X again" ("instead of X" is a negation before)
+            return "include"
+        clause = toks[i].clause
         prev = before[-1] if before else ""
         prev2 = before[-2] if len(before) >= 2 else ""
         positive = prev in POSITIVE_BEFORE or prev2 in {"same", "matching", "genuine", "real"}

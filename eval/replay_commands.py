@@ -1,4 +1,4 @@
-"""`lumenrec eval replay` (offline replay of conversations through the agent) and `lumenrec demo` (Gradio chat)."""
+"""`lumenrec eval replay`: offline replay of conversations through the agent."""
 
 from __future__ import annotations
 
@@ -36,15 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--publish", action="store_true", help="also write docs/results/replay.json and docs/benchmarks.md")
     r.set_defaults(func=_replay)
 
-    d = sub.add_parser("demo", help="the Gradio chat demo (offline by default)")
-    d.add_argument("--data", default="synthetic", help="dataset name or path (default synthetic)")
-    d.add_argument("--recommender", default=None, help="a Recommender.from_pretrained directory instead of --data")
-    d.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    d.add_argument("--port", type=int, default=7860, help="port to listen on")
-    d.add_argument("--llm-base-url", default="", help="an OpenAI-compatible endpoint pre-filled in the LLM switch")
-    d.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id served there")
-    d.set_defaults(func=_demo)
-
 
 def _replay(args: argparse.Namespace) -> int:
     from lumenrec.eval.replay import ReplayConfig, ReplaySystem
@@ -77,11 +68,3 @@ def run_and_print(cfg) -> dict:
               f"unsupported claim rate {s['grounding_reply_items']['unsupported_claim_rate']:.3f}")
     print(f"report: {paths['html']}")
     return summary
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from lumenrec.agent.serving.demo_app import DemoConfig, launch
-
-    launch(DemoConfig(data=args.data, recommender_dir=args.recommender, host=args.host, port=args.port,
-                      llm_base_url=args.llm_base_url, llm_model=args.llm_model))
-    return 0

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lumenrec.data.types import Catalog
+from lumenrec import polarity
 from lumenrec.errors import CheckpointError, ConfigError
 from lumenrec.retriever.base import BaseRetriever, Query
 
@@ -75,13 +76,6 @@ def critique_focus(text: str, min_words: int = 6) -> str:
             break
     return " ".join(out) if out else (text or "")
 
-_NEG_BEFORE = re.compile(r"(?:\bnot|\bno|n't|\bnever|\binstead of|\bother than|\brather than|\bbesides|\bexcept|\bskip|"
-                         r"\bover|\bno more|\bsick of|\bdone with|\btired of|\bhate|\bwithout|\bbut)\W+(?:\w+\W+){0,2}$")
-_NEG_AFTER = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:again|anymore|any more|didn't|did not|was not|wasn't|isn't|is not|"
-                        r"broke|sucks|is bad|not working|isnt)\b")
-_SAME_HINT = re.compile(r"\b(same (brand|line|company|maker|series|kind)|stick with|from them|matching|that matches|again would)\b")
-
-
 class BrandLexicon:
     """Finds catalogue brands named in a text and whether each is wanted or negated."""
 
@@ -99,16 +93,23 @@ class BrandLexicon:
         return self.index.get(brand.strip().lower(), -1)
 
     def mentions(self, text: str) -> tuple[list[int], list[int]]:
-        """(wanted brand ids, negated brand ids) named in `text`; longer brand names win overlaps."""
+        """(wanted brand ids, negated brand ids) named in `text`; longer brand names win overlaps.
+
+        A mention is negated by the shared polarity rules (:mod:`lumenrec.polarity`, the same as the
+        critique parser's): a negation cue before it in its clause, or a complaint after it.
+        """
         t = text.lower()
         taken = np.zeros(len(t) + 1, dtype=bool)
+        toks = None
         pos, neg = [], []
         for b, pat in self._patterns:
             for m in pat.finditer(t):
                 if taken[m.start():m.end()].any():
                     continue
                 taken[m.start():m.end()] = True
-                negated = bool(_NEG_BEFORE.search(t[: m.start()])) or bool(_NEG_AFTER.search(t[m.end():]))
+                toks = toks if toks is not None else polarity.tokenize(t)
+                span = polarity.span_tokens(toks, m.start(), m.end())
+                negated = span is not None and polarity.mention_polarity(toks, *span, kind="brand") == "exclude"
                 (neg if negated else pos).append(self.index[b])
         return sorted(set(pos)), sorted(set(neg) - set(pos))
 
@@ -336,7 +337,7 @@ class LumenRetriever(BaseRetriever):
                 pb = self.item_brand[hist[-1]]
                 if pb >= 0:
                     prev[i, pb] = 1.0
-                    if has[i] and _SAME_HINT.search(texts[i].lower()):
+                    if has[i] and polarity.SAME_CUE.search(texts[i].lower()):
                         same[i, pb] = 1.0
             if has[i]:
                 p, n_ = self.lexicon.mentions(texts[i])

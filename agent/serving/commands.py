@@ -1,4 +1,4 @@
-"""`lumenrec serve`: the HTTP API of the recommender (see lumenrec.agent.serving.server)."""
+"""`lumenrec serve` (the HTTP API, see lumenrec.agent.serving.server) and `lumenrec demo` (the Gradio chat app)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index-prefix", default="lumenrec-items", help="collection prefix of the Chroma index")
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.set_defaults(func=_serve)
+
+    d = sub.add_parser("demo", help="the Gradio chat demo (offline by default)")
+    d.add_argument("--data", default="synthetic", help="dataset name or path (default synthetic)")
+    d.add_argument("--recommender", default=None, help="a Recommender.from_pretrained directory instead of --data")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    d.add_argument("--port", type=int, default=7860, help="port to listen on")
+    d.add_argument("--llm-base-url", default="", help="an OpenAI-compatible endpoint pre-filled in the LLM switch")
+    d.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id served there")
+    d.set_defaults(func=_demo)
 
 
 def build_recommender(args: argparse.Namespace):
@@ -84,4 +93,12 @@ def _serve(args: argparse.Namespace) -> int:
                          rate_limit_per_min=args.rate_limit, max_body_bytes=args.max_body_bytes,
                          max_message_chars=args.max_message_chars, log_level=args.log_level)
     serve(config, build_recommender(args))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lumenrec.agent.serving.demo_app import DemoConfig, launch
+
+    launch(DemoConfig(data=args.data, recommender_dir=args.recommender, host=args.host, port=args.port,
+                      llm_base_url=args.llm_base_url, llm_model=args.llm_model))
     return 0

@@ -3,11 +3,14 @@
 A shopper chats; each turn an agent parses the message as a critique, retrieves catalogue items with
 a trained retriever over a Chroma item index, and narrates why. Subpackages:
 
-- ``lumenrec.data``: the data model, loaders for real formats, splits, the synthetic store;
-- ``lumenrec.retriever``: sequential models, ranking losses, the ILM item encoder, the item index;
-- ``lumenrec.agent``: critique parser, router, sessions, narratives;
+- ``lumenrec.data``: the data model, loaders for real formats, splits, the synthetic store, inpainting;
+- ``lumenrec.retriever``: sequential models, ranking losses, the ILM item encoder, LUMEN, the item index;
+- ``lumenrec.agent``: the conversational core (router, critique parser, sessions, narratives);
+  ``lumenrec.agent.llm`` the language layer, ``lumenrec.agent.serving`` the HTTP API and demo app;
 - ``lumenrec.tools``: the same capabilities as tools for LangChain, LlamaIndex, OpenAI and MCP;
-- ``lumenrec.eval``: metrics, the evaluation protocol, baselines, benchmarks and replays.
+- ``lumenrec.eval``: metrics, the evaluation protocol, baselines, replays; ``lumenrec.eval.bench`` the benchmarks.
+
+The layers and their import direction: README, "Where things live".
 """
 
 from lumenrec.errors import (

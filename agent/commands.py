@@ -10,8 +10,10 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chat", help="chat with the recommender (interactive, or one --message)")
     p.add_argument("--message", "-m", default=None, help="send one message, print the reply and exit")
-    p.add_argument("--dataset", default="synthetic", help="registered dataset (default synthetic: offline)")
-    p.add_argument("--model-dir", default=None, help="a directory with recommender.json (overrides --dataset)")
+    p.add_argument("--data", "--dataset", dest="dataset", default="synthetic",
+                   help="registered dataset (default synthetic: offline); its built system when `lumenrec build` made one")
+    p.add_argument("--model", "--model-dir", dest="model_dir", default=None,
+                   help="a system directory from `lumenrec build` (overrides --data)")
     p.add_argument("--router", choices=["offline", "llm"], default="offline",
                    help="offline rules (default) or the LLM tool-calling agent (falls back to offline)")
     p.add_argument("--llm-base-url", default="http://127.0.0.1:8001/v1", help="OpenAI-compatible endpoint for --router llm")

@@ -781,7 +781,12 @@ class CritiqueParser:
     def _signal(self, text: str, low: list[str], crit: Critique) -> None:
         if self._REJECT_RX.search(text):
             crit.signal = "reject"
-        elif self._ACCEPT_RX.search(text + " "):
+            return
+        m = self._ACCEPT_RX.search(text + " ")
+        # "not sold on the samsung", "never perfect": a negated acceptance is none; a message that asks
+        # for other things (brands, categories) is a new request, not a "yes" to what was shown
+        if m and not re.search(r"\b(?:not|never|isn'?t|wasn'?t|no)\s+(?:\w+\s+)?$", text[: m.start()]) \
+                and not (crit.exclude_brands or crit.include_brands or crit.include_categories or crit.exclude_categories):
             crit.signal = "accept"
 
     def _free_text(self, message: str, toks: list[_Tok], drop_spans: list[tuple[int, int]]) -> str:

@@ -11,7 +11,7 @@ import re
 from enum import Enum
 
 __all__ = ["Intent", "PROTOTYPES", "INJECTION_RX", "SUMMARY_RX", "EXPLAIN_RX", "SMALLTALK_RX",
-           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "REQUEST_RX"]
+           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "REQUEST_RX", "NEED_RX", "SHOPPING_NOUNS", "GREETING_RX", "HOWTO_RX"]
 
 
 class Intent(str, Enum):
@@ -37,7 +37,13 @@ INJECTION_RX = re.compile(
     r"|\byou are now\b|\bfrom now on you\b|\bact as (?:an? )?(?:unrestricted|unfiltered|jailbroken|my)\b|\bpretend (?:you|to be)\b"
     r"|\bdeveloper mode\b|\bjailbreak|\bDAN\b|\bno (?:restrictions|filters)\b|\bwithout any filters\b"
     r"|</?\s*(?:system|user|assistant)\s*>|^\s*system\s*:|\bnew (?:rule|instructions?)\s*:"
-    r"|\bi have been pwned\b|\bapi[ _-]?key\b|\bword for word\b|\bverbatim\b"
+    r"|\bi have been pwned\b|\bapi[ _-]?keys?\b|\bword for word\b|\bverbatim\b"
+    r"|\bpretend (?:that )?(?:the |your |all )?(?:previous |prior |earlier |old )?(?:rules|instructions|guidelines)"
+    r"|\b(?:rules|instructions|guidelines) (?:don'?t|do not|no longer) apply\b|\bnew instructions? from\b"
+    r"|\bwhat (?:were|are) you (?:told|instructed|programmed) (?:not )?to\b"
+    r"|\bfrom now on\b[^.?!]{0,40}\b(?:respond|reply|answer|act|you)\b|\b(?:developer|admin|system) override\b"
+    r"|\byou are no longer\b|\b(?:everything|all|the text) above this\b|\binternal (?:routing |system )?(?:rules|instructions|config\w*|prompts?)\b"
+    r"|\bwhat model are you\b|\btemperature setting\b|\b(?:share|tell me|give me) your (?:rules|prompt|instructions|settings|config\w*)\b"
     r"|\b(?:follow|obey) (?:my|the user'?s?) (?:instructions|commands|orders)\b|\bmust (?:now )?(?:obey|follow my)\b"
     r"|\bstop being (?:a|an|the)\b",
     re.IGNORECASE,
@@ -48,7 +54,14 @@ SUMMARY_RX = re.compile(
     r"|what (?:have|did) i (?:buy|bought|order|ordered|purchase|purchased)|what kind of (?:shopper|customer|buyer) am i"
     r"|what do (?:you think )?i (?:like|usually buy|buy)|who am i as|describe me|sum(?:marize|marise| up) (?:me|my)"
     r"|recap what i|what i(?:'ve| have) been buying|what brands do i|what i usually buy|my past orders"
-    r"|what (?:info|information|data) do you have on me|learned about me|say about me)",
+    r"|what (?:info|information|data) do you have on me|learned about me|say about me"
+    r"|(?:info|information|data) (?:do )?you (?:have |keep )?(?:stored |saved |kept )?(?:on|about) me"
+    r"|\b(?:did|have) i (?:ever |already )?(?:order|ordered|buy|bought|purchase|purchased|get|got)\b"
+    r"|what (?:brand|kind|type|size|color|colour)s? (?:of \w+ )?do i (?:usually |normally |always )?(?:get|buy|order|use)"
+    r"|remind me what|what (?:\w+ )?(?:did )?i (?:buy|bought|order|ordered|get|got) (?:last|before|previously)"
+    r"|order hist\w*|purchase hist\w*|buying hist\w*|my (?:last|previous|past|recent) (?:order|orders|purchases?)"
+    r"|do you (?:remember|know|recall) (?:which|what|my)\b|what (?:have|did) i (?:been )?(?:buying|ordering|getting)"
+    r"|what was (?:the name of )?(?:that|the) \w+ i (?:got|bought|ordered))",
     re.IGNORECASE,
 )
 
@@ -60,12 +73,21 @@ EXPLAIN_RX = re.compile(
 )
 
 SMALLTALK_RX = re.compile(
-    r"^\s*(hi+|hello+|hey+|hiya|yo|howdy|greetings|good (?:morning|afternoon|evening|night)|thanks?(?: you)?(?: so much| a lot)?|thx|ty"
+    r"^\s*(?:(?:hi+|hello+|hey+|hiya|yo|howdy|greetings|good (?:morning|afternoon|evening|night)|thanks?(?: you)?(?: so much| a lot)?|thx|ty"
     r"|bye+|goodbye|see (?:you|ya)(?: later)?|have a (?:nice|good|great) (?:day|one|evening)|nice to meet you|lol+|haha+"
     r"|how are you(?: doing)?(?: today)?|how'?s it going|what'?s up|who are you|what are you|are you (?:a )?(?:robot|bot|human|ai|real)"
     r"|what(?:'s| is) your name|what can you do|you(?:'re| are) (?:awesome|great|the best|helpful|funny)|cool,? thanks(?: for the help)?"
-    r"|(?:ok|okay|great|cool|awesome),? (?:thanks|thank you)(?: for the help)?)"
-    r"[\s!.,?]*(?:(?:there|friend|buddy|mate|so much|for the help|today|how'?s it going)[\s!.,?]*)*$",
+    r"|(?:ok|okay|great|cool|awesome),? (?:thanks|thank you)(?: for the help)?"
+    r"|how'?s (?:your|the) (?:day|morning|week|evening)(?: going)?|whats? up|sup|heya?y*|hey+ there"
+    r"|(?:cool|ok|okay|great|awesome|nice)(?:[ ,]+(?:cool|ok|okay|great|awesome|nice))*,? (?:appreciate it|thanks?|thx|ty)"
+    r"|appreciate it|much appreciated|(?:nvm|never ?mind)(?:,? i (?:figured|got) it(?: out)?)?"
+    r"|(?:happy|merry) (?:holidays|christmas|new year|thanksgiving|friday|monday)(?: to (?:you|everyone|all)[\w\s]*)?"
+    r"|(?:are|r) (?:you|u) (?:a )?(?:bot|robot|human|ai|real|person)(?: or (?:a )?(?:bot|robot|human|ai|real person|person))?"
+    r"|(?:you|you guys|u) (?:are|r|have) (?:the best|great|awesome|amazing|so helpful)[\w\s]*"
+    r"|i (?:love|like) (?:this|your) (?:store|shop|site)[\w\s,']*|that'?s all(?: for now)?|that'?s it(?: for now)?"
+    r"|have a (?:good|great|nice) one|how (?:are|r) (?:you|u)(?: doing)?(?: today)?|(?:lol|haha),? you'?re (?:pretty |so |very )?(?:funny|smart|cute|nice)[\w\s]*"
+    r"|(?:i'?m )?(?:honestly |really |just )?not (?:shopping|looking) for anything[\w\s,]*|just (?:saying|wanted to say) (?:hi|hello|thanks)[\w\s]*)"
+    r"[\s!.,?]*(?:(?:there|friend|buddy|mate|so much|for the help|today|how'?s it going|lol|haha|:\)|:-\)|:d|;\)|<3)[\s!.,?]*)*)+$",
     re.IGNORECASE,
 )
 
@@ -74,10 +96,21 @@ OUT_OF_SCOPE_RX = re.compile(
     r"|capital of|president|prime minister|news|stock (?:market|price|tip)s?|stocks\b|(?:buy|sell) \w+ stock|crypto|bitcoin|poem|story about|song|lyrics|movie|film|tv show|netflix"
     r"|recipe|cook|bake|translate|time is it|time zone|flight|hotel|symptoms?|doctor|medicine|diagnos"
     r"|python|javascript|(?:write|writing|debug)\s+(?:me\s+)?(?:some\s+|a\s+|the\s+)?(?:code|script|program)|homework answer"
+    r"|\bsolve\b|\d+\s*[a-z]\s*[-+=]\s*\d+|how many \w+ (?:are )?in (?:a|an|one)\b|what time (?:does|do|is)\b"
+    r"|how (?:do|can|should) i (?:write|make|cook|learn|fix my (?:car|code|computer))\b|\bexplain how to\b|pivot table|spreadsheet formula"
+    r"|\bnames? (?:for|ideas for) (?:a|my|our|the) (?:puppy|dog|cat|baby|kitten|pet|boat)|\bdmv\b|\bessay\b"
     r"|\d+\s*(?:times|plus|minus|divided by|[*+/])\s*\d+|(?:do|solve|answer|finish) (?:my )?(?:math |history |english )?homework|restaurants?|directions to|traffic)\b"
     # questions about the world rather than about products
     r"|^\s*(?:how (?:tall|far|old|high|deep|long ago) (?:is|are|was|were)|who (?:is|was|were|invented|wrote|discovered|painted|sang)\b"
     r"|when (?:is|was|did) (?:the|world|christmas|easter)|what year (?:is|was|did)|where (?:is|are) (?:the )?[A-Z])",
+    re.IGNORECASE,
+)
+
+# Requests for know-how, not products: out of scope even when they name a product ("how do I write a
+# resignation letter", "explain how to make a pivot table").
+HOWTO_RX = re.compile(
+    r"^\W*(?:how (?:do|can|should|would) (?:i|you|we) (?:write|make|cook|learn|fix|solve|calculate|spell|say|pronounce)\b"
+    r"|explain how to\b|(?:can|could) you (?:solve|write (?:me )?(?:a|an|my) (?:essay|letter|poem|story|email))\b|solve\b)",
     re.IGNORECASE,
 )
 
@@ -88,6 +121,30 @@ REQUEST_RX = re.compile(
     re.IGNORECASE,
 )
 
+# A shopping need stated in passing ("Hi there. I'm shopping for mailing supplies because ...",
+# "Can you help me find something to write with?"): with a product word it is never smalltalk.
+NEED_RX = re.compile(
+    r"\b(need(?:s|ed)?|want(?:s|ed)?|looking for|look(?:ing)? (?:at|around) for|searching for|shopping (?:for|around)|in the market for"
+    r"|help me (?:find|pick|choose|get|out with|with)|(?:can|could) you (?:find|get|show|recommend|suggest)|find me|get me|show me"
+    r"|(?:any|some) (?:suggestions|ideas|recommendations|tips|picks)|(?:suggestions|ideas|recommendations) (?:for|on)|recommend"
+    r"|running (?:low|out)(?: on| of)?|ran out of|out of|stock(?:ing)? up|restock|replace|replacing|upgrade|upgrading"
+    r"|could use|i'?d like|i would like|after (?:a|an|some)|on the hunt for|hunting for|i'?m after|to buy|to order|buying"
+    r"|get (?:a|an|some|new)|pick up|where can i|do you (?:have|carry|sell)|got any|are there any)\b",
+    re.IGNORECASE,
+)
+# General shopping nouns that stand for products without naming one.
+SHOPPING_NOUNS = {
+    "supplies", "supply", "stuff", "things", "essentials", "gadgets", "gadget", "accessories", "gear",
+    "equipment", "items", "products", "something", "organizer", "organizers", "storage", "refills",
+    "gift", "gifts", "present", "presents",
+}
+# Leading greetings stripped before the classifier sees a message ("Hi there. I need ...").
+GREETING_RX = re.compile(
+    r"^\s*(?:(?:hi+|hello+|hey+|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening)|morning|evening)"
+    r"(?:\s+(?:there|all|team|folks|friend|bot|lumen))?[\s!.,:;-]*)+",
+    re.IGNORECASE,
+)
+
 # Words that carry no product content ("something nice", "idk", "hmm").
 VAGUE_WORDS = {
     "hmm", "hm", "hmmm", "umm", "um", "uh", "uhh", "uhm", "er", "erm", "ehh", "eh", "no", "clue", "dunno", "idk", "dunno", "ok", "okay", "k", "maybe", "whatever",
@@ -95,6 +152,8 @@ VAGUE_WORDS = {
     "me", "pls", "please", "plz", "not", "sure", "what", "now", "should", "i", "get", "know", "want",
     "don", "do", "t", "let", "think", "a", "the", "some", "any", "else", "ideas", "idea", "suggestions",
     "well", "so", "just", "really", "kind", "of", "like", "you", "can", "to", "is", "it", "that", "there",
+    "need", "needs", "looking", "find", "buy", "ummm", "hmmm", "uhhh", "errr", "ugh", "yeah", "yep", "lemme",
+    "think", "thnk", "actually", "mind", "never", "nevermind", "nvm", "dunno", "hmmmm", "mmm",
 }
 
 # Prototype messages per intent for the nearest-prototype classifier (not the evaluation set).

@@ -24,6 +24,7 @@ the offline router answered instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -31,12 +32,12 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence
 
 import numpy as np
 
 from lumenrec.agent.critique import Critique, CritiqueParser
-from lumenrec.agent.intents import INJECTION_RX, Intent
+from lumenrec.agent.intents import INJECTION_RX, NEED_RX, Intent
 from lumenrec.agent.router import REFUSAL, OfflineRouter, RouteDecision
 from lumenrec.agent.session import Constraints, InMemorySessionStore, Session
 from lumenrec.data.types import Catalog, Item
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 MANIFEST = "recommender.json"
 ROUTERS = ("offline", "llm")
 RETRIEVER_KINDS = ("text", "lumen", "sasrec")
+
+# Phrases that open a new need rather than refine the current one.
+_NEW_NEED_RX = re.compile(r"\b(?:(?:totally |a |another |a whole )?(?:different|new|separate|other) (?:need|thing|question|topic|project)"
+                          r"|unrelated|on another note|switching gears|change of (?:subject|plans)|next up|now i(?:'m| am)? (?:need|want|looking)"
+                          r"|now looking for|time to get|moving on|while i'?m (?:here|at it)|also need|something else entirely)\b", re.I)
 
 REDIRECT_SMALLTALK = ("Happy to help! I recommend office products from the catalogue: tell me what you need "
                       "(for example gel pens, binders or printer ink) and I'll suggest a few.")
@@ -71,6 +77,10 @@ class RecommenderConfig:
     relax_when_empty: bool = True
     # Previous recommend request kept in the retrieval text, so "not BIC again" still means pens.
     carry_request_text: bool = True
+    # Categories a shopper names ("binders", "a label maker") are preferences: "soft" re-ranks the
+    # shown items (matching ones first) without removing any candidate; "hard" filters the catalogue.
+    # A wrong category parse ("that's plenty of tape ...") must not remove what the retriever found.
+    category_includes: str = "soft"
     # LLM router: an OpenAI-compatible endpoint (e.g. `lumenrec llm serve`) and the model id it serves.
     llm_base_url: str = "http://127.0.0.1:8001/v1"
     llm_model: str = "SmolLM2-135M-Instruct"
@@ -92,6 +102,8 @@ class RecommenderConfig:
             raise ConfigError("llm_timeout_s", self.llm_timeout_s, "must be > 0 (every LLM turn needs a timeout)")
         if self.llm_max_tokens < 1:
             raise ConfigError("llm_max_tokens", self.llm_max_tokens, "must be >= 1")
+        if self.category_includes not in ("soft", "hard"):
+            raise ConfigError("category_includes", self.category_includes, "must be 'soft' or 'hard'")
         if self.llm_max_steps < 1:
             raise ConfigError("llm_max_steps", self.llm_max_steps, "must be >= 1")
         if not str(self.llm_base_url).startswith(("http://", "https://")):
@@ -192,6 +204,7 @@ class Recommender:
 
             router = LLMRouter.from_config(self.config)
         self.router = router if router is not None else self.offline_router
+        self.system_note: str | None = None  # set when a named dataset runs without its built system
         self._title_index: dict[str, str] = {}
         for it in catalog:
             self._title_index.setdefault(it.title.strip().lower(), it.id)
@@ -200,33 +213,52 @@ class Recommender:
     # ------------------------------------------------------------------------------ construction
     @classmethod
     def from_dataset(cls, name: str = "synthetic", *, retriever=None, **kwargs) -> "Recommender":
-        """A recommender over a registered dataset (offline default: the synthetic store) and a
-        text-only retriever unless one is given."""
-        from lumenrec.data.registry import load_dataset
+        """The system for a registered dataset (offline default: the synthetic store).
 
-        ds = load_dataset(name)
+        When ``lumenrec build --data NAME`` has built it (in ``~/.cache/lumenrec/builds/NAME``), that
+        system is loaded: the trained LUMEN retriever over its Chroma index. Otherwise, or when a
+        `retriever` is given, the catalogue is ranked by that retriever or the text-only baseline
+        (MiniLM cosine); the log and every retrieve trace step say so.
+        """
+        from lumenrec.data.registry import build_dir, load_dataset
+
+        built = build_dir(name)
+        if retriever is None and (built / MANIFEST).is_file():
+            log.info("using the system built for %s at %s", name, built)
+            return cls.from_pretrained(built, **kwargs)
+        ds = load_dataset(name, with_conversations=False)
+        note = None
         if retriever is None:
             from lumenrec.retriever.text_retriever import TextRetriever
 
             retriever = TextRetriever(ds.catalog)
+            note = (f"text-only baseline: no system is built for {name!r} "
+                    f"(build it with `lumenrec build --data {name}`)")
+            log.warning("%s", note)
         rec = cls(ds.catalog, retriever, **kwargs)
         rec.dataset_name = name
+        rec.system_note = note
         return rec
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, **kwargs) -> "Recommender":
-        """Load from a directory holding ``recommender.json`` (see :func:`write_manifest`).
+    def from_pretrained(cls, directory: str | Path, *, index: dict[str, Any] | None = None, warm: bool = True,
+                        **kwargs) -> "Recommender":
+        """Load the system a directory describes (``recommender.json``, written by ``lumenrec build``
+        or :func:`write_manifest`): its catalogue, retriever and item index; then warm it up.
 
-        The manifest names the catalogue (``dataset.name`` registered, or ``dataset.path`` a
-        catalogue .jsonl relative to the directory), the retriever (``retriever.kind`` text / lumen /
-        sasrec + ``retriever.checkpoint``; text when absent), optionally ``index.path`` and
-        ``config`` (RecommenderConfig fields). Keyword arguments override the constructor's.
+        The manifest names the catalogue (``dataset.path``, a catalogue .jsonl relative to the
+        directory, else ``dataset.name`` registered), the retriever (``retriever.kind`` text / lumen /
+        sasrec + ``retriever.checkpoint``; text when absent), optionally ``index`` (the Chroma index
+        LUMEN serves through: ``backend`` persistent + ``path``, or http + ``host``/``port``) and
+        ``config`` (RecommenderConfig fields). `index` overrides manifest index fields (e.g.
+        ``{"backend": "http", "host": ..., "port": ...}`` for a ``chroma run`` server). Keyword
+        arguments override the constructor's. Nothing is re-encoded: item vectors come from the build.
         """
         d = Path(directory)
         path = d / MANIFEST
         if not path.is_file():
-            raise DataNotFoundError(f"{path} not found: a recommender directory needs a {MANIFEST} manifest "
-                                    f"(write one with lumenrec.agent.recommender.write_manifest)")
+            raise DataNotFoundError(f"{path} not found: a system directory needs a {MANIFEST} manifest "
+                                    f"(build one with `lumenrec build --out {d}`)")
         try:
             man = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
@@ -240,7 +272,7 @@ class Recommender:
         elif ds.get("name"):
             from lumenrec.data.registry import load_dataset
 
-            catalog = load_dataset(ds["name"]).catalog
+            catalog = load_dataset(ds["name"], with_conversations=False).catalog
         else:
             raise CheckpointError(f"{path}: 'dataset' needs a 'name' (registered dataset) or a 'path' (catalogue .jsonl)")
         rcfg = man.get("retriever") or {"kind": "text"}
@@ -252,21 +284,30 @@ class Recommender:
         if kind != "text" and ckpt_path is None:
             log.warning("%s: retriever.kind=%s without a checkpoint: using the text retriever", path, kind)
             kind = "text"
-        retriever = _load_retriever(kind, ckpt_path, catalog, rcfg, d)
+        icfg = {**(man.get("index") or {}), **(index or {})} if (man.get("index") or index) else None
+        retriever = _load_retriever(kind, ckpt_path, catalog, rcfg, d, icfg)
         config = kwargs.pop("config", None) or RecommenderConfig.from_dict(man.get("config") or {})
         rec = cls(catalog, retriever, config=config, **kwargs)
         rec.manifest = man
+        rec.dataset_name = ds.get("name")
+        rec.system_dir = str(d)
+        if warm:
+            rec.warmup()
         return rec
 
     def warmup(self) -> float:
-        """Run one throw-away retrieval (loads lazy models such as the text encoder); returns seconds.
+        """Run one throw-away turn's work (a parse, a retrieval, a narrative): it loads lazy models
+        such as the text encoder and the index handle. Returns seconds.
 
-        Servers call it at start so that the first shopper's turn is not the one paying for the load.
+        Loading calls it, so the first shopper's turn is not the one paying for the load.
         """
         from lumenrec.retriever.base import Query
 
         t0 = time.perf_counter()
-        self.retriever.retrieve(Query(text="office supplies"), k=1)
+        self.parser.parse("a few office supplies, not too pricey")
+        ids, _ = self.retriever.retrieve(Query(text="office supplies"), k=1)
+        if ids:
+            self._narrate("endorsement", self.catalog.get(ids[0]), [], Session(session_id="warmup"), None)
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------------------------------- turns
@@ -426,27 +467,36 @@ class Recommender:
         if crit.ref_relation == "unlike" and ref_id:
             session.reject(ref_id)
         before = session.constraints
+        prev = self._previous_request(session)
+        new_need = prev is not None and self._is_new_need(message, crit)
+        if new_need:  # the previous need's wishes do not carry into a new one (its rule-outs do)
+            session.constraints = session.constraints.for_new_need()
         constraints = session.apply_critique(crit)
-        # retrieval text: this message (minus excluded names) + the previous request it refines
+        # retrieval text: this message (minus excluded names), plus the request it refines if it refines one
         text = crit.text or message
-        prev = self._previous_request(session) if self.config.carry_request_text else None
-        if prev and prev.strip().lower() != text.strip().lower():
+        if prev and not new_need and self.config.carry_request_text and prev.strip().lower() != text.strip().lower():
             text = f"{prev}. {text}"
         with _Timer(trace, "retrieve") as det:
             from lumenrec.retriever.base import Query
 
-            mask = constraints.to_mask(self.catalog)
+            soft = self.config.category_includes == "soft"
+            hard = dataclasses.replace(constraints, include_categories=[]) if soft else constraints
+            mask = hard.to_mask(self.catalog)
             query = Query(history=list(session.history), text=text, exclude_ids=list(session.rejected), allowed=mask)
             ids, scores = self.retriever.retrieve(query, k=self.config.top_k)
+            if soft and constraints.include_categories:
+                ids, scores = self._prefer_categories(ids, scores, constraints.include_categories)
             relaxed = False
             if not ids and self.config.relax_when_empty and not constraints.is_empty():
                 loose = Constraints(exclude_brands=list(constraints.exclude_brands))
                 query.allowed = loose.to_mask(self.catalog)
                 ids, scores = self.retriever.retrieve(query, k=self.config.top_k)
                 relaxed = True
-            det.update(retriever=type(self.retriever).__name__, text=text, candidates=int(mask.sum()),
+            det.update(**_describe(self.retriever), **({"system": self.system_note} if self.system_note else {}),
+                       text=text, candidates=int(mask.sum()),
                        k=self.config.top_k, ids=list(ids), scores=[round(float(s), 4) for s in scores],
                        relaxed=relaxed, constraints=_compact(constraints.to_dict()),
+                       topic="new need" if new_need else ("refines the previous request" if prev else "first request"),
                        constraints_changed=constraints != before)
         if not ids:
             text = ("I couldn't find anything in the catalogue that fits all of that. Could you loosen a constraint, "
@@ -529,6 +579,22 @@ class Recommender:
         opts += [c for c in top if c not in opts]
         return [o.lower() for o in opts[:n]]
 
+    def _prefer_categories(self, ids: list[str], scores, wanted: list[str]):
+        """Shown items in the wanted categories first, each group in retrieval order (nothing removed)."""
+        want = set(wanted)
+        hit = [i for i, iid in enumerate(ids) if want.intersection(self.catalog.get(iid).categories)]
+        order = hit + [i for i in range(len(ids)) if i not in set(hit)]
+        return [ids[i] for i in order], np.asarray(scores)[order] if len(scores) else scores
+
+    def _is_new_need(self, message: str, crit: Critique) -> bool:
+        """True when a message moves to a new need instead of refining the last one: it says so ("totally
+        different need", "next up: ..."), names a product type, or states a need for a product
+        ("I still don't own a decent stapler, I'd want one that ..."). "Not BIC again, cheaper" refines."""
+        if _NEW_NEED_RX.search(message) or crit.include_categories:
+            return True
+        content = [w for w in re.findall(r"[a-z0-9]+", (crit.text or message).lower()) if len(w) > 2]
+        return bool(NEED_RX.search(message)) and self.offline_router._has_product_word(content)
+
     def _previous_request(self, session: Session) -> str | None:
         """Text of the latest earlier recommend request (its excluded names removed)."""
         for t in reversed(session.turns):
@@ -604,6 +670,13 @@ def _item_line(item: Item) -> str:
     return f"{item.title}" + (f" ({item.brand})" if item.brand else "")
 
 
+def _describe(retriever) -> dict[str, Any]:
+    """What the trace says about the retriever: its class, and the index it serves through if any."""
+    if hasattr(retriever, "describe"):
+        return retriever.describe()
+    return {"retriever": type(retriever).__name__, "index": "in-memory"}
+
+
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v not in (None, [], {}, "")}
 
@@ -628,7 +701,8 @@ def describe_constraints(c: Constraints) -> str:
     return "; ".join(parts)
 
 
-def _load_retriever(kind: str, ckpt: Path | None, catalog: Catalog, rcfg: dict[str, Any], base: Path):
+def _load_retriever(kind: str, ckpt: Path | None, catalog: Catalog, rcfg: dict[str, Any], base: Path,
+                    index: dict[str, Any] | None = None):
     if kind == "text":
         from lumenrec.retriever.text_retriever import TextRetriever
 
@@ -647,31 +721,55 @@ def _load_retriever(kind: str, ckpt: Path | None, catalog: Catalog, rcfg: dict[s
 
         sp = Path(rcfg["seq_checkpoint"])
         seq = SASRecRetriever.from_pretrained(sp if sp.is_absolute() else base / sp, catalog)
-    return LumenRetriever.load(ckpt, catalog, seq=seq)
+    lumen = LumenRetriever.load(ckpt, catalog, seq=seq)
+    if not index:
+        return lumen
+    from lumenrec.retriever.index import IndexConfig, ItemIndex
+    from lumenrec.retriever.lumen_index import IndexedLumenRetriever
+
+    fields = {k: v for k, v in index.items() if k in IndexConfig.__dataclass_fields__}
+    if fields.get("backend", "persistent") == "persistent":
+        p = Path(fields.get("path") or "index")
+        fields["path"] = str(p if p.is_absolute() else base / p)
+    fields["distance"] = "cosine"
+    return IndexedLumenRetriever(lumen, ItemIndex(IndexConfig(**fields)))
 
 
 def write_manifest(directory: str | Path, *, dataset_name: str | None = None, catalog: Catalog | None = None,
-                   retriever_kind: str = "text", checkpoint: str | None = None, seq_checkpoint: str | None = None,
-                   index_path: str | None = None, config: RecommenderConfig | None = None) -> Path:
-    """Write ``recommender.json`` (and ``catalog.jsonl`` when a catalogue is given) into `directory`."""
+                   catalog_path: str | None = None, retriever_kind: str = "text", checkpoint: str | None = None,
+                   seq_checkpoint: str | None = None, index: dict[str, Any] | None = None,
+                   config: RecommenderConfig | None = None, build: dict[str, Any] | None = None) -> Path:
+    """Write ``recommender.json`` into `directory`: the system :meth:`Recommender.from_pretrained` loads.
+
+    The catalogue is `catalog` (saved as ``catalog.jsonl``), or `catalog_path` (a catalogue .jsonl
+    already in the directory), or the registered `dataset_name` (also recorded next to a file, for
+    the dataset's conversations). `index`: the Chroma index a LUMEN retriever serves through.
+    """
     if retriever_kind not in RETRIEVER_KINDS:
         raise ConfigError("retriever_kind", retriever_kind, f"must be one of {', '.join(RETRIEVER_KINDS)}")
-    if (dataset_name is None) == (catalog is None):
-        raise ConfigError("dataset_name", dataset_name, "give exactly one of dataset_name or catalog")
+    if catalog is not None and catalog_path is not None:
+        raise ConfigError("catalog_path", catalog_path, "give either catalog or catalog_path")
+    if dataset_name is None and catalog is None and catalog_path is None:
+        raise ConfigError("dataset_name", dataset_name, "give a dataset_name, a catalog or a catalog_path")
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    man: dict[str, Any] = {"format": "lumenrec-recommender-v1"}
+    man: dict[str, Any] = {"format": "lumenrec-recommender-v2"}
     if catalog is not None:
         catalog.save_jsonl(d / "catalog.jsonl")
-        man["dataset"] = {"path": "catalog.jsonl"}
-    else:
-        man["dataset"] = {"name": dataset_name}
+        catalog_path = "catalog.jsonl"
+    if catalog_path is not None and not (d / catalog_path).is_file():
+        raise DataNotFoundError(f"{d / catalog_path} does not exist")
+    man["dataset"] = {**({"name": dataset_name} if dataset_name else {}), **({"path": catalog_path} if catalog_path else {})}
     man["retriever"] = {"kind": retriever_kind, **({"checkpoint": checkpoint} if checkpoint else {}),
                         **({"seq_checkpoint": seq_checkpoint} if seq_checkpoint else {})}
-    if index_path:
-        man["index"] = {"path": index_path}
+    if index:
+        man["index"] = dict(index)
     if config is not None:
         man["config"] = asdict(config)
+    if build is not None:
+        from lumenrec import __version__
+
+        man["build"] = {"lumenrec_version": __version__, **build}
     tmp = d / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(man, indent=2), encoding="utf-8")
     tmp.replace(d / MANIFEST)

@@ -31,8 +31,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lumenrec.agent.critique import Critique, CritiqueParser
-from lumenrec.agent.intents import (EXPLAIN_RX, INJECTION_RX, OUT_OF_SCOPE_RX, PROTOTYPES, SMALLTALK_RX,
-                                    SUMMARY_RX, VAGUE_WORDS, Intent)
+from lumenrec.agent.intents import (EXPLAIN_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, NEED_RX, OUT_OF_SCOPE_RX, PROTOTYPES,
+                                    SHOPPING_NOUNS, SMALLTALK_RX, SUMMARY_RX, VAGUE_WORDS, Intent)
 from lumenrec.data.types import Catalog
 from lumenrec.errors import ConfigError
 
@@ -47,6 +47,11 @@ REFUSAL = ("I can't change how I work or share my instructions, but I'm happy to
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that point back at something shown ("why that?", "explain your picks").
 _REFERS = re.compile(r"\b(it|that|this|these|those|one|ones|picks?|pick(?:ed)?|chose|choose|chosen|option|item|recommend\w*|suggest\w*|showing|shown|top|#\d)\b", re.I)
+# "the one from before", "what was that one thing called": a reference with nothing shown to refer to
+_BACK_REFERENCE = re.compile(r"\b(?:the one (?:from )?(?:before|earlier|last time)|that one thing|what was (?:it|that)(?: one)?(?: thing)? called)\b", re.I)
+_FIRST_PERSON = re.compile(r"\b(?:i|me|my|mine|i'?ve|i'?m)\b", re.I)
+# "I'm not shopping for anything": a need phrase that is negated
+_NOT_SHOPPING = re.compile(r"\bnot (?:shopping|looking) for anything\b|\bjust (?:browsing|saying hi)\b", re.I)
 _STOP = {"a", "an", "the", "and", "or", "for", "to", "of", "in", "on", "at", "with", "my", "i", "me", "is", "are",
          "it", "that", "this", "be", "s", "t", "m", "re", "ve", "ll", "d", "you", "your", "do", "does", "did", "am"}
 
@@ -70,6 +75,11 @@ class RouteDecision:
 @runtime_checkable
 class Router(Protocol):
     """One interface for every router (offline rules here, an LLM router later)."""
+
+    def _has_product_word(self, content: list[str]) -> bool:
+        if not hasattr(self, "_products"):
+            self._products = _product_words(self.parser)
+        return any(w in self._products or (w.endswith("s") and w[:-1] in self._products) for w in content)
 
     def route(self, message: str, session: Any = None) -> RouteDecision: ...
 
@@ -178,6 +188,11 @@ class OfflineRouter:
         else:
             self.classifier = _TfidfPrototypes(protos, self.config.ngram_min, self.config.ngram_max)
 
+    def _has_product_word(self, content: list[str]) -> bool:
+        if not hasattr(self, "_products"):
+            self._products = _product_words(self.parser)
+        return any(w in self._products or (w.endswith("s") and w[:-1] in self._products) for w in content)
+
     def route(self, message: str, session: Any = None) -> RouteDecision:
         """Route one message; `session` (optional) supplies the last shown items for references."""
         if not isinstance(message, str):
@@ -194,26 +209,56 @@ class OfflineRouter:
         named = bool(crit and (crit.include_brands or crit.exclude_brands or crit.mentioned_brands
                                or crit.include_categories or crit.exclude_categories))
         ref = crit.item_ref if crit is not None else None
-        if EXPLAIN_RX.search(text) and (ref is not None or _REFERS.search(text) or named):
+        if EXPLAIN_RX.search(text) and (ref is not None or _REFERS.search(text) or named) \
+                and not (OUT_OF_SCOPE_RX.search(text) and not shown):
             if ref is None and shown:
                 ref = 0
             return RouteDecision(Intent.EXPLAIN, 0.9, crit, ref, "asks why / about a shown item")
         if SMALLTALK_RX.match(text):
             return RouteDecision(Intent.SMALLTALK, 0.95, crit, None, "greeting / thanks / about the assistant")
-        if OUT_OF_SCOPE_RX.search(text) and not named and not (crit is not None and crit.has_constraints):
+        if HOWTO_RX.search(text):
+            return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
+        content = [w for w in _WORD.findall(text.lower()) if w not in VAGUE_WORDS and w not in _STOP and len(w) > 1]
+        # a shopping need stated in passing is never smalltalk or out of scope: a need phrase + a product word
+        oos = bool(OUT_OF_SCOPE_RX.search(text))
+        product = (named or bool(SHOPPING_NOUNS.intersection(content))) if oos else self._has_product_word(content)
+        if NEED_RX.search(text) and product and not _NOT_SHOPPING.search(text):
+            return RouteDecision(Intent.RECOMMEND, 0.85, crit, ref, "states a shopping need")
+        if oos and not named and not (crit is not None and crit.has_constraints):
             return RouteDecision(Intent.OUT_OF_SCOPE, 0.9, crit, None, "outside shopping")
         if crit is not None and (crit.has_constraints or named or crit.signal or crit.item_ref is not None):
             return RouteDecision(Intent.RECOMMEND, 0.9, crit, ref, "critique with constraints or references")
-        content = [w for w in _WORD.findall(text.lower()) if w not in VAGUE_WORDS and w not in _STOP and len(w) > 1]
         if not content:
             return RouteDecision(Intent.CLARIFY, 0.85, crit, None, "no content words")
-        # content words are present, so the classifier may not call the message vague (clarify)
-        scores = {k: v for k, v in self.classifier.scores(text).items() if k != Intent.CLARIFY.value}
+        if not shown and _BACK_REFERENCE.search(text) and not (crit is not None and crit.has_constraints):
+            return RouteDecision(Intent.CLARIFY, 0.8, crit, None, "refers back to something, but nothing was shown")
+        # content words are present, so the classifier may not call the message vague (clarify);
+        # a leading greeting is not what the message is about ("Hi there. My kids need ...")
+        body = GREETING_RX.sub("", text) or text
+        scores = {k: v for k, v in self.classifier.scores(body).items() if k != Intent.CLARIFY.value}
         best = max(scores, key=scores.get)
         need = self.config.injection_similarity if best == Intent.INJECTION.value else self.config.min_similarity
+        if best == Intent.SMALLTALK.value and (named or SHOPPING_NOUNS.intersection(content)):
+            # "Wedding thank-you cards are coming up": a product named is not smalltalk
+            scores[best] = -1.0
+            best = max(scores, key=scores.get)
+        # explain needs something to explain, a summary needs the shopper to ask about themselves
+        if best == Intent.EXPLAIN.value and not shown and ref is None:
+            scores[best] = -1.0
+        if best == Intent.SUMMARIZE_USER.value and not _FIRST_PERSON.search(text):
+            scores[best] = -1.0
+        best = max(scores, key=scores.get)
         if best != Intent.RECOMMEND.value and scores[best] >= need:
             return RouteDecision(Intent(best), float(scores[best]), crit, ref, f"nearest prototype ({scores[best]:.2f})")
         return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, "content words, no other intent matched")
+
+
+def _product_words(parser: CritiqueParser | None) -> set[str]:
+    """Words that name products: the catalogue's vocabulary (titles, categories) and general shopping nouns."""
+    words = set(SHOPPING_NOUNS)
+    if parser is not None:
+        words |= {w for w in parser.known_words if len(w) > 2} - VAGUE_WORDS - _STOP
+    return words
 
 
 def evaluate_router(router: Router, rows: Sequence[dict[str, Any]], session: Any = None) -> dict[str, Any]:

@@ -63,6 +63,12 @@ class Constraints:
     def is_empty(self) -> bool:
         return self == Constraints()
 
+    def for_new_need(self) -> "Constraints":
+        """What carries over when the shopper moves to a new need ("now I need a desk lamp"): only the
+        brands and categories they ruled out. Wanted brands/categories, attributes and price bounds
+        belonged to the previous need."""
+        return Constraints(exclude_brands=list(self.exclude_brands), exclude_categories=list(self.exclude_categories))
+
     def merge(self, new: "Constraints | Critique") -> "Constraints":
         """A new Constraints: these, updated by a later critique. The later message wins:
 

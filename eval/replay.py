@@ -148,24 +148,49 @@ class ReplayConfig:
 
 # ------------------------------------------------------------------------------------------ the hook
 class RankTap:
-    """Keeps the last ``(queries, raw scores)`` a retriever's ``score`` produced, on that instance only."""
+    """Keeps the last query a retriever ranked (and the raw scores when its ``score`` produced them), on
+    that instance only, so that the replay can score the target's full-catalogue rank.
+
+    A retriever that serves its top-k without ``score`` (an index-backed one) is ranked afterwards by
+    calling its ``score`` on the captured query: evaluation is full-catalogue, serving stays top-k.
+    """
 
     def __init__(self, retriever) -> None:
         self.retriever = retriever
         self.inner = retriever.score
+        self.inner_retrieve = getattr(retriever, "retrieve", None)
         self.last: tuple[list, np.ndarray] | None = None
-        retriever.score = self  # instance attribute shadows the method for this object only
+        self.last_query = None
+        retriever.score = self  # instance attributes shadow the methods for this object only
+        if self.inner_retrieve is not None:
+            retriever.retrieve = self._retrieve
 
     def __call__(self, queries):
         s = self.inner(queries)
         self.last = (list(queries), np.array(s, dtype=np.float64, copy=True))
         return s
 
+    def _retrieve(self, query, *args, **kwargs):
+        from lumenrec.retriever.base import Query
+
+        if isinstance(query, Query):
+            self.last_query = query
+        return self.inner_retrieve(query, *args, **kwargs)
+
     def clear(self) -> None:
         self.last = None
+        self.last_query = None
+
+    def query(self):
+        """The last single query ranked, or None."""
+        if self.last is not None:
+            return self.last[0][-1]
+        return self.last_query
 
     def full_scores(self) -> np.ndarray | None:
         """(N,) scores of the last query after the same masks as BaseRetriever.retrieve, or None."""
+        if self.last is None and self.last_query is not None:
+            self([self.last_query])
         if self.last is None:
             return None
         queries, scores = self.last
@@ -245,6 +270,9 @@ def _run_turns(rec, tap: RankTap, sid: str, conv, turns, catalog) -> list[dict[s
         ret = next((s for s in reversed(reply.trace) if s.name == "retrieve"), None)
         route = next((s for s in reply.trace if s.name == "route"), None)
         rank, source = len(catalog), "none"
+        q = tap.query()
+        removed = bool(ret is not None and tj is not None and q is not None and q.allowed is not None
+                       and not np.asarray(q.allowed, dtype=bool)[tj])
         if ret is not None and tj is not None:
             full = tap.full_scores()
             if full is not None:
@@ -260,6 +288,7 @@ def _run_turns(rec, tap: RankTap, sid: str, conv, turns, catalog) -> list[dict[s
                      "route_reason": (route.details.get("reason") if route else None),
                      "fallback_used": bool(reply.fallback_used), "retrieved": ret is not None, "rank_source": source,
                      "rank": int(rank), "relaxed": bool(ret.details.get("relaxed")) if ret else False,
+                     "target_removed": removed,
                      "items": [{"id": it["id"], "title": it["title"], "why": it.get("why", "")} for it in reply.items],
                      "narrative": reply.narrative, "ms": dict(ms)})
     return rows
@@ -302,7 +331,16 @@ def replay_conversation(rec, tap: RankTap, conv, index: int, system: str, catalo
             without, how = rows[len(rest) - 1]["rank"], "prefix reused"
         else:
             without, how = _run_turns(rec, tap, sid + "-nocrit", conv, rest, catalog)[-1]["rank"], "replayed"
-        ablation = {"with_critique": int(with_rank), "without_critique": int(without), "how": how}
+        # the retriever alone: history + the critique as typed, no agent constraints or carried text
+        from lumenrec.retriever.base import Query
+
+        hist = [h for h in conv.history if h in catalog]
+        tap.clear()
+        alone = np.array(rec.retriever.score([Query(history=hist, text=critique)])[0], dtype=np.float64)
+        alone[catalog.indices_of(hist)] = -np.inf
+        ablation = {"with_critique": int(with_rank), "without_critique": int(without), "how": how,
+                    "retriever_alone": _rank_of(alone, catalog.index_of(conv.target)),
+                    "target_removed": bool(rows[crit_pos[-1]].get("target_removed"))}
     # narratives: the reply's (last turn with a narrative) and the narrator's REGEN narratives of the target
     refs = conv.narratives.as_dict()
     narr: dict[str, Any] = {}
@@ -572,6 +610,10 @@ def aggregate(records: Iterable[dict[str, Any]], cfg: ReplayConfig | None = None
             ablation = {"n": len(abl), "with_critique": _drop_hr(w), "without_critique": _drop_hr(wo),
                         "delta": {k: w[k] - wo[k] for k in w if k not in ("n",) and not k.startswith("hr@")},
                         "how": dict(Counter(a["how"] for a in abl))}
+            if all("retriever_alone" in a for a in abl):
+                ablation["retriever_alone"] = _drop_hr(metrics_from_ranks(np.asarray([a["retriever_alone"] for a in abl]), ks))
+                removed = sum(bool(a.get("target_removed")) for a in abl)
+                ablation["target_removed_by_constraints"] = {"n": removed, "rate": removed / len(abl)}
         narr = {}
         for kind in ("reply", *NARRATIVE_KINDS):
             pairs = [(r["narratives"][kind]["hyp"], r["narratives"][kind]["ref"]) for r in rs if kind in r["narratives"]]

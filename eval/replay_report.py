@@ -57,6 +57,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         if s["ablation"]:
             m = s["ablation"]["without_critique"]
             rows.append([name, "critique removed", m["n"], *[m[c] for c in cols]])
+            if s["ablation"].get("retriever_alone"):
+                m = s["ablation"]["retriever_alone"]
+                rows.append([name, "retriever alone (history + critique)", m["n"], *[m[c] for c in cols]])
     return _table(["system", "turn", "n", *cols], rows)
 
 

@@ -21,8 +21,7 @@ _FORWARDED = ["data", "out", "split", "loss", "negatives", "estimator", "epochs"
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from lumenrec.retriever.sasrec import SASRecConfig
-    from lumenrec.retriever.train import ESTIMATORS, LOSSES, TrainConfig
+    from lumenrec.retriever.configs import ESTIMATORS, LOSSES, SASRecConfig, TrainConfig  # no torch: --help stays fast
 
     t, m = TrainConfig(), SASRecConfig(num_items=1)
     p.add_argument("--data", required=True, help="dataset name (office-2014, beauty-2014, ...) or path")
@@ -71,8 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def configs_from_args(args: argparse.Namespace, num_items: int):
     """(SASRecConfig, TrainConfig) from parsed options."""
-    from lumenrec.retriever.sasrec import SASRecConfig
-    from lumenrec.retriever.train import TrainConfig
+    from lumenrec.retriever.configs import SASRecConfig, TrainConfig
 
     model = SASRecConfig(num_items=num_items, max_len=args.max_len, dim=args.dim, num_layers=args.layers,
                          num_heads=args.heads, dropout=args.dropout)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -90,6 +91,8 @@ class ILMConfig:
     progress: bool = True
     # torch threads while training; tiny models on shared CPUs run fastest (up to 20x) on one thread. None = leave as is
     num_threads: int | None = 1
+    # wall-clock budget of fit() in seconds: no epoch starts that would end past it (None = all epochs)
+    max_time_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_queries", "dim", "num_layers", "num_heads", "text_dim", "epochs", "batch_size", "ui_max_history"):
@@ -100,6 +103,8 @@ class ILMConfig:
             raise ConfigError("num_heads", self.num_heads, f"must divide dim={self.dim}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError("num_threads", self.num_threads, "must be >= 1 or None")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ConfigError("max_time_s", self.max_time_s, "must be > 0 seconds or None")
         for name in ("dropout", "text_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(name, getattr(self, name), "must be in [0, 1)")
@@ -219,9 +224,13 @@ def _encode_cached(encoder, texts: list[str]) -> np.ndarray:
         if vecs.shape[0] == len(texts):
             return vecs
     out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    idx = [i for i, t in enumerate(texts) if t.strip()]
-    if idx:
-        out[idx] = encoder.encode([texts[i] for i in idx], progress=len(idx) > 2000)
+    # each distinct non-empty text once (brand + category strings repeat across thousands of items)
+    uniq = list(dict.fromkeys(t for t in texts if t.strip()))
+    if uniq:
+        vecs = encoder.encode(uniq, progress=len(uniq) > 2000)
+        row = {t: i for i, t in enumerate(uniq)}
+        idx = [i for i, t in enumerate(texts) if t.strip()]
+        out[idx] = vecs[[row[texts[i]] for i in idx]]
     _atomic_save(path, out)
     return out
 
@@ -297,6 +306,7 @@ class ILMEncoder:
             opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, i / max(1, total)))))
         self.model.train()
         bar = tqdm(total=total, desc=f"ILM {c.losses}", disable=not c.progress, unit="step")
+        t_start = time.perf_counter()
         for epoch in range(c.epochs):
             order = gen.permutation(n)
             sums: dict[str, float] = {}
@@ -331,6 +341,11 @@ class ILMEncoder:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             self.history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
+            spent = time.perf_counter() - t_start
+            if c.max_time_s is not None and spent * (epoch + 2) / (epoch + 1) > c.max_time_s:
+                log.info("stopping after epoch %d of %d: the %.0f s budget would not fit another", epoch + 1,
+                         c.epochs, c.max_time_s)
+                break
         bar.close()
         self.model.eval()
         log.info("ILM %s trained: last epoch %s", c.losses, self.history[-1] if self.history else {})

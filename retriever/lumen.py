@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -140,6 +141,8 @@ class LumenConfig:
     progress: bool = True
     # torch threads while training; tiny models on shared CPUs run fastest (up to 20x) on one thread. None = leave as is
     num_threads: int | None = 1
+    # wall-clock budget of fit() in seconds: no epoch starts that would end past it (None = all epochs)
+    max_time_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("hidden", "epochs", "batch_size", "num_negatives", "max_history", "focus_min_words"):
@@ -148,6 +151,8 @@ class LumenConfig:
                 raise ConfigError(name, v, "must be a positive integer")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError("num_threads", self.num_threads, "must be >= 1 or None")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ConfigError("max_time_s", self.max_time_s, "must be > 0 seconds or None")
         for name in ("dropout", "critique_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(name, getattr(self, name), "must be in [0, 1)")
@@ -368,6 +373,80 @@ class LumenRetriever(BaseRetriever):
         hist = [self.catalog.indices_of([h for h in q.history if h in self.catalog]) for q in queries]
         return self.score_indices(hist, [q.text for q in queries])
 
+    # -- dense + sparse split (serving through an ANN index) -------------------------------------
+    def _blocks(self) -> dict[str, slice]:
+        """Column ranges of the item matrix's blocks (see __init__ for their order)."""
+        d, ds, nb, nm = self.V.shape[1], self.E.shape[1], len(self.lexicon), self.M.shape[0]
+        names = [("V", d), ("T", d), ("E", ds), ("B0", nb), ("B1", nb), ("B2", nb), ("B3", nb), ("P", 1), ("M", nm)]
+        if self.config.focus:
+            names.append(("F", d))
+        out, at = {}, 0
+        for name, width in names:
+            out[name] = slice(at, at + width)
+            at += width
+        assert at == self.item_matrix.shape[1], (at, self.item_matrix.shape)
+        return out
+
+    def dense_item_vectors(self) -> np.ndarray:
+        """(N, D') the dense item side of the score, [Vc, Tc, Ec, log popularity]: what an ANN index stores.
+
+        With :meth:`query_parts`, ``dense @ query.T + boosts`` equals :meth:`score_indices` up to a
+        per-query constant (same ranking); the brand and co-occurrence terms are sparse (few items
+        per query) and stay out of the index.
+        """
+        b = self._blocks()
+        X = self.item_matrix.numpy()
+        return np.ascontiguousarray(np.concatenate([X[:, b["V"]], X[:, b["T"]], X[:, b["E"]], X[:, b["P"]]], axis=1))
+
+    def query_parts(self, histories: list[np.ndarray], texts: list[str | None]) -> tuple[np.ndarray, list[dict[int, float]]]:
+        """(dense query vectors (B, D'), per-query sparse boosts {catalogue index: score}) for an index.
+
+        Boosts are the brand terms (items of a wanted/negated/previous brand) and the co-occurrence
+        term (items that followed the last history items in training), without their per-query
+        centring constant. See :meth:`dense_item_vectors`.
+        """
+        Q = self.query_vectors(histories, texts)  # (B, D)
+        b = self._blocks()
+        text_part = Q[:, b["T"]] + (Q[:, b["F"]] if "F" in b else 0.0)  # both blocks match the item text Tc
+        dense = np.concatenate([Q[:, b["V"]], text_part, Q[:, b["E"]], Q[:, b["P"]]], axis=1).astype(np.float32)  # (B, D')
+        brand_w = Q[:, b["B0"]] + Q[:, b["B1"]] + Q[:, b["B2"]] + Q[:, b["B3"]]  # (B, nb): every brand block is Bm
+        boosts: list[dict[int, float]] = []
+        for i in range(len(Q)):
+            out: dict[int, float] = {}
+            for br in np.flatnonzero(brand_w[i]):
+                for j in self._items_of_brand(int(br)):
+                    out[j] = out.get(j, 0.0) + float(brand_w[i, br])
+            if self.M.shape[0] > 1:
+                r = Q[i, b["M"]]  # (N,): decayed one-hots of the last items times the cooc weight
+                for a in np.flatnonzero(r):
+                    row = self.M[a]
+                    for j in np.flatnonzero(row):
+                        out[int(j)] = out.get(int(j), 0.0) + float(r[a] * row[j])
+            boosts.append(out)
+        return dense, boosts
+
+    def _items_of_brand(self, brand: int) -> np.ndarray:
+        if not hasattr(self, "_brand_items"):
+            order = np.argsort(self.item_brand, kind="stable")
+            keys = self.item_brand[order]
+            self._brand_items = {int(k): order[keys == k] for k in np.unique(keys) if k >= 0}
+        return self._brand_items.get(brand, np.zeros(0, dtype=np.int64))
+
+    def model_version(self) -> str:
+        """A short id of these weights and item matrices (what the item index records and checks):
+        the checkpoint's recorded sha256 when loaded from one, else a hash of the arrays."""
+        sha = getattr(self, "checkpoint_sha256", None)
+        if sha:
+            return f"lumen:{self.config.loss}:{sha[:12]}"
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(self.tower.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().numpy().tobytes())
+        h.update(self.item_matrix.numpy().tobytes())
+        return f"lumen:{self.config.loss}:{h.hexdigest()[:12]}"
+
     # -- training --------------------------------------------------------------------------------
     def _loss_fn(self, popularity: np.ndarray | None):
         if self.config.loss == "softmax":
@@ -400,6 +479,7 @@ class LumenRetriever(BaseRetriever):
         steps = math.ceil(n / cfg.batch_size)
         self.tower.train()
         bar = tqdm(total=cfg.epochs * steps, desc=f"LUMEN {cfg.loss}", disable=not cfg.progress, unit="step")
+        t_start = time.perf_counter()
         for epoch in range(cfg.epochs):
             order = torch.randperm(n, generator=gen)
             tot = 0.0
@@ -421,6 +501,11 @@ class LumenRetriever(BaseRetriever):
                 bar.update(1)
                 bar.set_postfix(loss=f"{tot / (s + 1):.3f}")
             self.history.append({"epoch": epoch + 1, "loss": tot / steps})
+            spent = time.perf_counter() - t_start
+            if cfg.max_time_s is not None and spent * (epoch + 2) / (epoch + 1) > cfg.max_time_s:
+                log.info("stopping after epoch %d of %d: the %.0f s budget would not fit another", epoch + 1,
+                         cfg.epochs, cfg.max_time_s)
+                break
         bar.close()
         self.tower.eval()
         log.info("LUMEN trained (%s): %s", cfg.loss, self.history[-1])
@@ -469,4 +554,5 @@ class LumenRetriever(BaseRetriever):
         except RuntimeError as e:
             raise CheckpointError(f"{directory}: tower weights do not fit (was it trained with another sequential model?): {e}") from e
         r.tower.eval()
+        r.checkpoint_sha256 = str(read_json(directory / "checksums.json").get(MODEL_FILE, "")) or None
         return r

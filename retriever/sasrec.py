@@ -12,8 +12,6 @@ Scoring shares the item embedding table: ``score(h, j) = <query(h), E[j]>``.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,53 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lumenrec.data.types import Catalog, Item
-from lumenrec.errors import ConfigError
 from lumenrec.retriever.base import BaseRetriever, Query
+from lumenrec.retriever.configs import SASRecConfig  # noqa: F401  (re-exported)
 
 __all__ = ["SASRecConfig", "SASRec", "SASRecRetriever", "pad_histories", "score_histories", "PAD"]
 
 log = logging.getLogger(__name__)
 
 PAD = 0  # model index of the padding token; catalogue index i is model index i + 1
-
-
-@dataclass
-class SASRecConfig:
-    """Architecture of :class:`SASRec`. Defaults follow the SASRec paper's Amazon settings."""
-
-    num_items: int  # catalogue size N (the model holds N + 1 embedding rows, row 0 = padding)
-    max_len: int = 50  # SASRec's Amazon setting; Office/Beauty histories have a median of ~5-8 items
-    dim: int = 64  # embedding / hidden size; 50-64 is the usual sweet spot on Amazon 2014 sets
-    num_layers: int = 2  # two self-attention blocks: more overfits sparse Amazon data
-    num_heads: int = 2  # must divide dim; 1-2 heads work as well as more on these sets
-    dropout: float = 0.2  # sparse Amazon sets need strong regularisation (0.2-0.5 in the literature)
-    ffn_mult: int = 4  # feed-forward inner size = ffn_mult * dim, as in standard transformer blocks
-    init_std: float = 0.02  # normal init of embeddings/linears (BERT-style), keeps early logits small
-
-    def __post_init__(self) -> None:
-        for name in ("num_items", "max_len", "dim", "num_layers", "num_heads", "ffn_mult"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ConfigError(name, v, "must be a positive integer")
-            setattr(self, name, int(v))
-        if self.dim % self.num_heads:
-            raise ConfigError("num_heads", self.num_heads, f"must divide dim={self.dim}")
-        if not (0.0 <= float(self.dropout) < 1.0):
-            raise ConfigError("dropout", self.dropout, "must be in [0, 1)")
-        if not (float(self.init_std) > 0 and math.isfinite(self.init_std)):
-            raise ConfigError("init_std", self.init_std, "must be a positive finite number")
-        self.dropout, self.init_std = float(self.dropout), float(self.init_std)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SASRecConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError("model", sorted(unknown), f"unknown SASRecConfig fields; known: {sorted(known)}")
-        return cls(**d)
 
 
 def pad_histories(histories: Sequence[Sequence[int] | np.ndarray], max_len: int) -> Tensor:

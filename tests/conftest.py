@@ -14,6 +14,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Hermetic: a system built on this machine (~/.cache/lumenrec/builds) must not change what
+# Recommender.from_dataset returns in tests; tests that want a build make their own.
+os.environ["LUMENREC_BUILDS_DIR"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"lumenrec-test-builds-{os.getpid()}")
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers: `from netutil import free_port`

@@ -5,7 +5,7 @@ Layers, lowest first; a layer may import itself and the layers listed for it, ne
 
     core (errors, polarity) < data < metrics (eval's metrics, protocol, baselines) < retriever
     < agent.llm (language layer) < agent (conversational core) < tools < agent.serving, eval (replay, ...)
-    < eval.bench (benchmark scripts) < app (the CLI, quickstart and every area's command module)
+    < eval.bench (benchmark scripts) < app (the CLI, quickstart, build and every area's command module)
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def layer_of(module: str) -> str | None:
     sub = parts[1] if len(parts) > 1 else ""
     if sub in ("", "errors", "polarity"):
         return "core"
-    if sub in ("cli", "quickstart", "__main__") or parts[-1] == "commands" or parts[-1].endswith("_commands"):
+    if sub in ("cli", "quickstart", "build", "__main__") or parts[-1] == "commands" or parts[-1].endswith("_commands"):
         return "app"
     if module in METRICS:
         return "metrics"

@@ -11,8 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="stdio (default; for desktop apps and agents) or http (streamable HTTP at /mcp)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1: no auth)")
     p.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
-    p.add_argument("--dataset", default="synthetic", help="registered dataset to recommend from (default synthetic)")
-    p.add_argument("--model-dir", default=None, help="a directory with recommender.json (overrides --dataset)")
+    p.add_argument("--data", "--dataset", dest="dataset", default="synthetic",
+                   help="registered dataset to recommend from (default synthetic); its built system when one exists")
+    p.add_argument("--model", "--model-dir", dest="model_dir", default=None,
+                   help="a system directory from `lumenrec build` (overrides --data)")
     p.set_defaults(func=_mcp)
 
 

@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serve the recommender over HTTP. Binds 127.0.0.1 by default; a bearer token "
                                    "is required to bind any other address.")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", default="synthetic", help="registered dataset name or path (default synthetic: offline)")
-    src.add_argument("--model-dir", default=None, help="a directory with recommender.json")
+    src.add_argument("--data", default="synthetic",
+                     help="registered dataset name or path (default synthetic: offline); its built system when one exists")
+    src.add_argument("--model", "--model-dir", dest="model_dir", default=None,
+                     help="a system directory from `lumenrec build`")
     src.add_argument("--factory", default=None,
                      help="advanced: 'package.module:function' returning a Recommender (tests, custom deployments)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -32,14 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id for --router llm")
     p.add_argument("--llm-timeout", type=float, default=60.0, help="seconds an LLM turn may take before the fallback")
     p.add_argument("--chroma", default=None, metavar="HOST:PORT",
-                   help="retrieve through the Chroma item index on this server (built with the text encoder)")
+                   help="the Chroma server holding the index: with --model, the built system's index (written there by "
+                        "`lumenrec build --chroma`); alone, a text-encoder index over --data")
     p.add_argument("--index-prefix", default="lumenrec-items", help="collection prefix of the Chroma index")
     p.add_argument("--log-level", default="warning", help="uvicorn log level")
     p.set_defaults(func=_serve)
 
     d = sub.add_parser("demo", help="the Gradio chat demo (offline by default)")
     d.add_argument("--data", default="synthetic", help="dataset name or path (default synthetic)")
-    d.add_argument("--recommender", default=None, help="a Recommender.from_pretrained directory instead of --data")
+    d.add_argument("--model", "--recommender", dest="recommender", default=None,
+                   help="a system directory from `lumenrec build` instead of --data")
     d.add_argument("--host", default="127.0.0.1", help="address to listen on")
     d.add_argument("--port", type=int, default=7860, help="port to listen on")
     d.add_argument("--llm-base-url", default="", help="an OpenAI-compatible endpoint pre-filled in the LLM switch")
@@ -69,6 +73,10 @@ def build_recommender(args: argparse.Namespace):
     cfg = RecommenderConfig(router=args.router, llm_base_url=args.llm_base_url, llm_model=args.llm_model,
                             llm_timeout_s=args.llm_timeout)
     kw = {"config": cfg, **({"store": store} if store is not None else {})}
+    if args.chroma and args.model_dir:  # the built system, its index on a `chroma run` server
+        host, _, port = args.chroma.rpartition(":")
+        return Recommender.from_pretrained(args.model_dir, index={"backend": "http", "host": host or "127.0.0.1",
+                                                                  "port": int(port)}, **kw)
     if args.chroma:
         from lumenrec.agent.serving.server import IndexRetriever
         from lumenrec.data.registry import load_dataset

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from lumenrec.errors import ConfigError, MissingExtraError
+from lumenrec.errors import ConfigError, LumenrecError, MissingExtraError
 
 __all__ = ["DemoConfig", "DemoBackend", "build_app", "launch", "render_cards", "render_side", "CHIPS"]
 
@@ -129,15 +129,14 @@ class DemoBackend:
         from lumenrec.agent.recommender import Recommender
         from lumenrec.data.registry import load_dataset
 
-        ds = load_dataset(cfg.data)
-        if cfg.recommender_dir:
-            rec = Recommender.from_pretrained(cfg.recommender_dir)
+        rec = Recommender.from_pretrained(cfg.recommender_dir) if cfg.recommender_dir else Recommender.from_dataset(cfg.data)
+        data = getattr(rec, "dataset_name", None) or cfg.data
+        try:
+            ds = load_dataset(data)
             convs = ds.conversations if list(rec.catalog.ids) == list(ds.catalog.ids) else []
-        else:
-            from lumenrec.retriever.text_retriever import TextRetriever
-
-            rec = Recommender(ds.catalog, TextRetriever(ds.catalog))
-            convs = ds.conversations
+        except LumenrecError as e:  # a built system whose dataset is not on this machine: no sample users
+            log.info("no sample users: %s", e)
+            convs = []
         return cls(rec, convs, llm_model=cfg.llm_model, llm_timeout_s=cfg.llm_timeout_s,
                    max_sample_users=cfg.max_sample_users)
 

@@ -122,6 +122,7 @@ def run_bench(dataset: str = "office-2014", model_dir: str | None = None, limit:
         "dataset": dataset,
         "catalog_items": len(rec.catalog),
         "retriever": type(rec.retriever).__name__,
+        "model_dir": model_dir,
         "router": "offline",
         "narrator": type(rec.narrator).__name__,
         "conversations": len(convs),
@@ -159,13 +160,68 @@ def run_bench(dataset: str = "office-2014", model_dir: str | None = None, limit:
     return report
 
 
+_LOAD_CHILD = """
+import json, sys, time
+t0 = time.perf_counter()
+from lumenrec.agent.recommender import Recommender
+t_import = time.perf_counter()
+rec = Recommender.from_pretrained(sys.argv[1], warm=False)
+t_load = time.perf_counter()
+warm = rec.warmup()
+t_warm = time.perf_counter()
+first = []
+for i, msg in enumerate(["I need gel pens for the office", "not BIC, something cheaper"]):
+    t = time.perf_counter()
+    rec.chat("first", msg)
+    first.append((time.perf_counter() - t) * 1000.0)
+print(json.dumps({"import_s": t_import - t0, "load_s": t_load - t_import, "warmup_s": warm,
+                  "from_pretrained_s": t_warm - t_import, "first_turn_ms": first[0], "second_turn_ms": first[1],
+                  "retriever": type(rec.retriever).__name__}))
+"""
+
+
+def startup_report(model_dir: str | None, repeats: int = 3) -> dict[str, Any]:
+    """Fast starts, each in a fresh process: `lumenrec --help` and every subcommand's --help, and (with a
+    built directory) Recommender.from_pretrained + warm-up, then the first turns after load."""
+    import subprocess
+    import sys
+
+    import re
+
+    top = subprocess.run([sys.executable, "-m", "lumenrec", "--help"], capture_output=True, text=True, timeout=60).stdout
+    # the command list argparse prints under "positional arguments": "  COMMAND", then one line per command
+    commands = re.findall(r"^    (\w[\w-]*)\s", top.split("positional arguments:", 1)[-1], flags=re.M)
+    helps: dict[str, float] = {}
+    for name in ["", *commands]:
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "lumenrec", *([name] if name else []), "--help"],
+                           capture_output=True, check=False, timeout=60)
+            best = min(best, time.perf_counter() - t)
+        helps[name or "(none)"] = best
+    out: dict[str, Any] = {"help_s": helps, "help_s_max": max(helps.values()), "help_target_s": 1.5}
+    if model_dir:
+        runs = []
+        for _ in range(repeats):
+            r = subprocess.run([sys.executable, "-c", _LOAD_CHILD, model_dir], capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise RuntimeError(f"loading {model_dir} failed: {r.stderr[-2000:]}")
+            runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        out["load"] = {k: _pct([x[k] for x in runs], 50) for k in runs[0] if k != "retriever"}
+        out["load"]["retriever"] = runs[0]["retriever"]
+        out["load"]["runs"] = len(runs)
+        out["load_targets"] = {"from_pretrained_s": 10.0, "first_turn_ms": 300.0}
+    return out
+
+
 def to_markdown(r: dict[str, Any]) -> str:
     lat = r["latency_ms_excl_narrate"]
     rows = [
         ("Dataset / items", f"{r['dataset']} / {r['catalog_items']}"),
         ("Machine (CPUs, load avg 1 min, torch threads)",
          f"{r['machine']['cpu_count']}, {r['machine']['loadavg_1m']:.1f}, {r['machine']['torch_threads']}"),
-        ("Retriever / narrator", f"{r['retriever']} / {r['narrator']}"),
+        ("Retriever / narrator", f"{r['retriever']} / {r['narrator']}" + (f" ({r['model_dir']})" if r.get("model_dir") else "")),
         ("Conversations replayed (turns)", f"{r['conversations']} ({r['turns']})"),
         ("Turn latency excl. narrate p50 / p95 (ms)", f"{lat['p50']:.1f} / {lat['p95']:.1f} (target p95 <= {r['target_p95_ms']:.0f})"),
         ("... of which not the MiniLM query encoding, p50 / p95 (ms)",
@@ -177,6 +233,17 @@ def to_markdown(r: dict[str, Any]) -> str:
         ("Recommend turns without items", str(r["recommend_turns_without_items"])),
         (f"hit@{r['k']} of the target after the critique", f"{r['hit_at_k_after_critique']:.3f}"),
     ]
+    st = r.get("startup")
+    if st:
+        rows.append(("`lumenrec --help` / slowest subcommand --help (s, fresh process, best of 3)",
+                     f"{st['help_s']['(none)']:.2f} / {st['help_s_max']:.2f} (target <= {st['help_target_s']})"))
+        if "load" in st:
+            ld = st["load"]
+            rows.append(("from_pretrained incl. warm-up, median of 3 fresh processes (s)",
+                         f"{ld['from_pretrained_s']:.2f} (load {ld['load_s']:.2f} + warm-up {ld['warmup_s']:.2f}; "
+                         f"python imports {ld['import_s']:.2f}; target <= 10)"))
+            rows.append(("first / second turn after load (ms)",
+                         f"{ld['first_turn_ms']:.0f} / {ld['second_turn_ms']:.0f} (target first <= 300)"))
     if "router_bench" in r:
         rb = r["router_bench"]
         rows.append(("Router accuracy (labelled / holdout)", f"{rb.get('accuracy')} / {rb.get('holdout_accuracy')}"))
@@ -193,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     report = run_bench(args.dataset, args.model_dir, args.limit, threads=args.threads)
+    report["startup"] = startup_report(args.model_dir)
     write_json("agent", report)
-    update_section("agent", "Command: `python -m lumenrec.eval.bench.agent`\n\n" + to_markdown(report),
+    update_section("agent", f"Command: `{report['command']}`\n\n" + to_markdown(report),
                    "Agent: per-turn latency and catalogue validity (dev replay)")
     print(to_markdown(report))
     return 0

@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser"]
 
 _COMMAND_MODULES = [
     "lumenrec.quickstart",
+    "lumenrec.build",
     "lumenrec.data.commands",
     "lumenrec.retriever.commands",
     "lumenrec.retriever.index_commands",

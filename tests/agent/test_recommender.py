@@ -256,3 +256,78 @@ def test_warmup_runs_a_retrieval(rec):
 
     r = Recommender(rec.catalog, Spy(), parser=rec.parser)
     assert r.warmup() >= 0 and calls == [("office supplies", 1)]
+
+
+# ------------------------------------------------------------------ the agent keeps what the retriever finds
+class _FixedRetriever:
+    """Ranks the catalogue in a fixed order (a stand-in whose top-k is known exactly)."""
+
+    def __init__(self, catalog, order):
+        from lumenrec.retriever.base import BaseRetriever
+
+        class R(BaseRetriever):
+            def score(self, queries):
+                import numpy as np
+
+                s = np.zeros((len(queries), len(catalog)))
+                for rank, iid in enumerate(order):
+                    s[:, catalog.index_of(iid)] = len(order) - rank
+                return s
+
+        self.r = R()
+        self.r.catalog = catalog
+
+    def __getattr__(self, name):
+        return getattr(self.r, name)
+
+
+def test_a_named_category_reranks_and_never_removes(tiny_catalog):
+    order = ["p1", "n1", "t1", "p2", "n2", "t2"]
+    r = Recommender(tiny_catalog, _FixedRetriever(tiny_catalog, order).r, config=RecommenderConfig(top_k=3, narrate_top=0))
+    reply = r.chat("s", "I need sticky notes")
+    ret = next(s for s in reply.trace if s.name == "retrieve")
+    wanted = set(ret.details["constraints"].get("include_categories", []))
+    assert wanted & {"Notes", "Paper"}, ret.details  # the parser names the category (or its parent)
+    assert set(reply.item_ids) == {"p1", "n1", "t1"}  # the retriever's top 3, none removed
+    assert reply.item_ids[0] == "n1"  # the wanted category first
+    hard = Recommender(tiny_catalog, _FixedRetriever(tiny_catalog, order).r,
+                       config=RecommenderConfig(top_k=3, narrate_top=0, category_includes="hard"))
+    assert set(hard.chat("s", "I need sticky notes").item_ids) == {"n1", "n2"}
+
+
+def test_a_new_need_drops_the_previous_wishes_but_keeps_rule_outs(tiny_catalog):
+    order = ["p1", "p2", "n1", "n2", "t1", "t2"]
+    r = Recommender(tiny_catalog, _FixedRetriever(tiny_catalog, order).r, config=RecommenderConfig(top_k=3, narrate_top=0))
+    r.chat("s", "I want Bic pens, not Canon")
+    assert r.session("s").constraints.include_brands == ["Bic"]
+    reply = r.chat("s", "totally different need: now I need sticky notes")
+    ret = next(s for s in reply.trace if s.name == "retrieve")
+    assert ret.details["topic"] == "new need"
+    cons = r.session("s").constraints
+    assert cons.include_brands == [] and cons.exclude_brands == ["Canon"]
+    assert reply.items and "I want Bic pens" not in ret.details["text"]  # the old request is not carried
+    refine = r.chat("s", "something cheaper please")
+    ret = next(s for s in refine.trace if s.name == "retrieve")
+    assert ret.details["topic"] == "refines the previous request" and "sticky notes" in ret.details["text"]
+
+
+def test_a_negated_acceptance_is_not_a_purchase(rec):
+    r = fresh(rec)
+    r.chat("acc", "I need a printer")
+    reply = r.chat("acc", "not sold on that, looking for a laser printer instead")
+    assert reply.intent == "recommend" and not reply.text.startswith("Great choice"), reply.text
+    assert r.session("acc").accepted == []
+
+
+def test_from_dataset_uses_the_built_system_or_says_it_runs_the_baseline(tiny_catalog, tmp_path, monkeypatch):
+    from lumenrec.data.registry import build_dir
+
+    monkeypatch.setenv("LUMENREC_BUILDS_DIR", str(tmp_path / "builds"))
+    base = Recommender.from_dataset("synthetic")
+    assert base.system_note and "text-only baseline" in base.system_note
+    ret = next(s for s in base.chat("b", "I need pens").trace if s.name == "retrieve")
+    assert "text-only baseline" in ret.details["system"] and ret.details["index"] == "in-memory"
+    write_manifest(build_dir("synthetic"), catalog=tiny_catalog)
+    built = Recommender.from_dataset("synthetic")
+    assert len(built.catalog) == len(tiny_catalog) and built.system_note is None
+    assert built.system_dir == str(build_dir("synthetic"))

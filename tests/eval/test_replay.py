@@ -52,6 +52,24 @@ def test_rank_tap_applies_the_agents_masks():
     assert R._rank_of(s, 1) == 5  # a masked target is a miss (rank N)
 
 
+def test_rank_tap_scores_a_query_served_without_score():
+    """An index-backed retriever serves top-k without score(): the tap ranks its last query in full."""
+    from lumenrec.retriever.base import Query
+
+    calls = []
+
+    def score(qs):
+        calls.append(len(qs))
+        return np.tile(np.array([0.1, 0.9, 0.5, 0.7, 0.3]), (len(qs), 1))
+
+    ret = SimpleNamespace(catalog=_Cat("abcde"), score=score, retrieve=lambda q, k=10: (["b"], np.array([0.9])))
+    tap = RankTap(ret)
+    ret.retrieve(Query(history=["d"], allowed=np.array([1, 1, 1, 1, 1], bool)), k=1)
+    assert calls == [] and tap.query().history == ["d"]
+    s = tap.full_scores()
+    assert calls == [1] and np.isneginf(s[3]) and R._rank_of(s, 1) == 0 and R._rank_of(s, 2) == 1
+
+
 def test_system_spec_parsing_and_validation(tmp_path):
     s = ReplaySystem.parse("top10:top_k=10,narrate_top=2,router=offline")
     assert (s.name, s.top_k, s.narrate_top, s.router) == ("top10", 10, 2, "offline")

@@ -6,9 +6,6 @@ marked integration), through the same ItemIndex code path.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 import uuid
 
 import numpy as np
@@ -35,40 +32,6 @@ PEN = np.array([1, 0, 0, 0], dtype=np.float32)
 
 
 # -- a real Chroma server ------------------------------------------------------------------------
-from netutil import free_port as _free_port  # noqa: E402
-from netutil import stop_process  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory):
-    """`chroma run` on 127.0.0.1:FREEPORT over a temp dir; yields the port, kills the server after."""
-    exe = shutil.which("chroma")
-    if exe is None:
-        pytest.skip("the `chroma` CLI (installed with the chromadb package) is not on PATH")
-    import httpx
-
-    port = _free_port()
-    root = tmp_path_factory.mktemp("chroma-server")
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen([exe, "run", "--path", str(root / "data"), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"chroma server exited with {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("chroma server did not answer its heartbeat within 60 s")
-            time.sleep(0.2)
-        yield port
-    finally:
-        stop_process(proc, timeout_s=10)
-        log.close()
 
 
 @pytest.fixture(params=["persistent", pytest.param("http", marks=pytest.mark.integration)])

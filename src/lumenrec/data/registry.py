@@ -36,6 +36,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LUMENREC_CACHE_DIR") or Path.home() / ".cache" / "lumenrec")
 
 
+def build_dir(data: str) -> Path:
+    """Where `lumenrec build --data NAME` writes by default, and where `Recommender.from_dataset(NAME)`
+    looks for a built system before falling back to the text-only baseline."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(data))
+    return Path(os.environ.get("LUMENREC_BUILDS_DIR") or cache_dir() / "builds") / safe
+
+
 def data_roots() -> list[Path]:
     roots = []
     if os.environ.get("LUMENREC_DATA_DIR"):

@@ -1,0 +1,389 @@
+"""`lumenrec build`: train the whole system on one dataset and write one directory that serves it.
+
+    lumenrec build --data office-2014 --out runs/office        # or: --data PATH, --max-time 600
+
+Stages (each resumable: a finished stage is recorded in ``build.json`` and skipped on a re-run with
+the same settings; SASRec also resumes mid-training from its checkpoint):
+
+1. ``data``: the catalogue (``catalog.jsonl``, so the directory needs no dataset to serve) and the
+   leave-one-out split. Every model trains on TRAINING data only: each user's last item (the test
+   item, and the target of the REGEN-style dev conversations) is never trained on, so replays and
+   test metrics of a built system stay honest.
+2. ``sasrec``: the sequential model (tuned CPU settings of :mod:`lumenrec.retriever.quick`), model
+   selection on validation, refit on ``train_full``.
+3. ``ilm``: the ILM Q-Former item encoder over SASRec's item table and MiniLM field embeddings.
+4. ``lumen``: the critique-aware LUMEN retriever (the benchmarked default loss, corrected sampled
+   LambdaRank) on synthetic REGEN-style critiques of training users; validated on held-out users.
+5. ``index``: LUMEN's dense item vectors in a Chroma collection (embedded in ``index/`` by
+   default, or a ``chroma run`` server), checked against in-memory scoring.
+6. ``manifest``: ``recommender.json``; ``Recommender.from_pretrained(DIR)`` rebuilds the system.
+
+Budgets: ``--max-time`` splits a total training budget over the stages (45% SASRec, 20% ILM, 35%
+LUMEN); without it the budget scales with the data (SASRec 60-600 s by interaction count, ILM 10
+epochs, LUMEN 20 epochs). Text encoding and indexing come on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lumenrec.errors import ConfigError
+
+__all__ = ["BuildConfig", "build", "register", "default_build_dir", "STAGES"]
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "sasrec", "ilm", "lumen", "index", "manifest")
+STATE = "build.json"
+_SHARES = {"sasrec": 0.45, "ilm": 0.20, "lumen": 0.35}
+# The BuildConfig fields each stage reads (besides what earlier stages produced).
+_STAGE_FIELDS = {
+    "data": ("data", "seed"),
+    "sasrec": ("max_time_s",),
+    "ilm": ("ilm_epochs",),
+    "lumen": ("lumen_epochs", "lumen_loss", "critique_variants", "lumen_valid_frac", "cooc_max_items"),
+    "index": ("chroma", "collection_prefix"),
+    "manifest": (),
+}
+
+
+def default_build_dir(data: str) -> Path:
+    """Where `lumenrec build --data NAME` writes by default (see lumenrec.data.registry.build_dir)."""
+    from lumenrec.data.registry import build_dir
+
+    return build_dir(data)
+
+
+@dataclass
+class BuildConfig:
+    """What `lumenrec build` trains and where it writes. The CLI only fills this."""
+
+    data: str = "synthetic"  # registered dataset name or a path
+    out: str | None = None  # the system directory; None: default_build_dir(data)
+    max_time_s: float | None = None  # total training budget over sasrec/ilm/lumen; None: scaled to the data
+    seed: int = 0
+    ilm_epochs: int = 10  # the retrieval benchmark's setting
+    lumen_epochs: int = 20
+    lumen_loss: str = "lambdarank"  # the benchmarked default (docs/benchmarks.md, retrieval)
+    critique_variants: int = 2  # synthetic critiques per training pair
+    lumen_valid_frac: float = 0.1  # users held out of LUMEN training for its validation metrics
+    cooc_max_items: int = 20_000  # the co-occurrence prior is an (N, N) matrix: off above this many items
+    chroma: str | None = None  # HOST:PORT of a `chroma run` server; None: embedded index in out/index
+    collection_prefix: str = "lumenrec-lumen"
+    threads: int = 1  # torch threads per stage (1 is fastest for these small models on a shared CPU)
+    progress: bool = True
+    resume: bool = True  # skip stages already finished with the same settings
+    redo: str | None = None  # re-run this stage and every later one (e.g. "index" after a code change)
+
+    def __post_init__(self) -> None:
+        if not self.data or not isinstance(self.data, str):
+            raise ConfigError("data", self.data, "must be a dataset name or path")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ConfigError("max_time_s", self.max_time_s, "must be > 0 seconds or None")
+        for name in ("ilm_epochs", "lumen_epochs", "critique_variants", "threads", "cooc_max_items"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(name, v, "must be a positive integer")
+        if not 0.0 < self.lumen_valid_frac < 0.5:
+            raise ConfigError("lumen_valid_frac", self.lumen_valid_frac, "must be in (0, 0.5)")
+        if self.lumen_loss not in ("softmax", "sampled_softmax", "bpr", "warp", "lambdarank"):
+            raise ConfigError("lumen_loss", self.lumen_loss, "must be softmax, sampled_softmax, bpr, warp or lambdarank")
+        if self.redo is not None and self.redo not in STAGES:
+            raise ConfigError("redo", self.redo, f"must be one of {', '.join(STAGES)}")
+        if self.chroma is not None:
+            host, _, port = self.chroma.rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError("chroma", self.chroma, "must be HOST:PORT of a `chroma run` server")
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.out) if self.out else default_build_dir(self.data)
+
+    def budget(self, stage: str, interactions: int) -> float | None:
+        """Seconds for a training stage (None = its epoch count decides)."""
+        if self.max_time_s is not None:
+            return self.max_time_s * _SHARES[stage]
+        if stage == "sasrec":  # Office 2014 (53k interactions) -> 166 s; 1e5-item stores -> 600 s
+            return float(min(600.0, max(60.0, 60.0 + interactions / 500.0)))
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+class _State:
+    """build.json: which stages finished, with what settings, in how long, and their metrics."""
+
+    def __init__(self, directory: Path, config: BuildConfig) -> None:
+        self.path = directory / STATE
+        self.config = config
+        self.data: dict[str, Any] = {"stages": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                log.warning("%s is not valid JSON: starting the build over", self.path)
+
+    def key(self, stage: str) -> str:
+        """A hash of the settings a stage and the stages before it depend on: a changed setting re-runs
+        its stage and every later one, never an earlier one."""
+        c = asdict(self.config)
+        upto = STAGES[: STAGES.index(stage) + 1]
+        used = {f: c[f] for s in upto for f in _STAGE_FIELDS[s]}
+        return hashlib.sha256(json.dumps([used, upto], sort_keys=True).encode()).hexdigest()[:16]
+
+    def done(self, stage: str) -> dict[str, Any] | None:
+        rec = self.data["stages"].get(stage)
+        return rec if rec and rec.get("key") == self.key(stage) else None
+
+    def finish(self, stage: str, seconds: float, metrics: dict[str, Any]) -> None:
+        self.data["stages"][stage] = {"key": self.key(stage), "seconds": round(seconds, 1), "metrics": metrics}
+        self.data["config"] = asdict(self.config)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def invalidate_from(self, stage: str) -> None:
+        for s in STAGES[STAGES.index(stage):]:
+            self.data["stages"].pop(s, None)
+
+
+def _rank_metrics(scores, histories, targets) -> dict[str, float]:
+    import numpy as np
+
+    from lumenrec.eval.metrics import mask_history, metrics_from_ranks, ranks_from_scores
+
+    s = np.array(scores, dtype=np.float64, copy=True)
+    mask_history(s, histories)
+    m = metrics_from_ranks(ranks_from_scores(s, np.asarray(targets)), (10,))
+    return {k: round(float(v), 4) for k, v in m.items() if k in ("recall@10", "ndcg@10")}
+
+
+def build(config: BuildConfig) -> Path:
+    """Run (or resume) every stage; returns the system directory. See the module docstring."""
+    import numpy as np
+
+    from lumenrec.data.registry import load_dataset
+    from lumenrec.data.split import leave_one_out
+    from lumenrec.retriever.ilm import torch_threads
+
+    out = config.directory
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out, config)
+    if not config.resume:
+        state.invalidate_from("data")
+    elif config.redo:
+        state.invalidate_from(config.redo)
+    summary: list[tuple[str, float, dict[str, Any], bool]] = []
+
+    def stage(name: str, fn) -> dict[str, Any]:
+        rec = state.done(name)
+        if rec is not None:
+            summary.append((name, rec["seconds"], rec["metrics"], True))
+            log.info("stage %s: already built (%.0f s), skipped", name, rec["seconds"])
+            return rec["metrics"]
+        state.invalidate_from(name)
+        t0 = time.perf_counter()
+        with torch_threads(config.threads):
+            metrics = fn()
+        secs = time.perf_counter() - t0
+        state.finish(name, secs, metrics)
+        summary.append((name, secs, metrics, False))
+        if config.progress:
+            print(f"  {name:<9} {secs:7.1f} s  {_fmt(metrics)}", flush=True)
+        return metrics
+
+    ds = load_dataset(config.data, with_conversations=False)
+    cat = ds.catalog
+    split = leave_one_out(ds.interactions)
+    n_inter = int(sum(len(s) for s in split.train_full))
+    if config.progress:
+        print(f"lumenrec build: {ds.name}, {len(cat)} items, {len(split.train)} users -> {out}", flush=True)
+
+    def _data():
+        cat.save_jsonl(out / "catalog.jsonl")
+        return {"dataset": ds.name, "items": len(cat), "users": len(split.train), "train_interactions": n_inter}
+
+    stage("data", _data)
+
+    seq_holder: dict[str, Any] = {}
+
+    def _seq():
+        if "seq" not in seq_holder:
+            from lumenrec.retriever.sasrec import SASRecRetriever
+
+            seq_holder["seq"] = SASRecRetriever.from_pretrained(out / "sasrec", cat)
+        return seq_holder["seq"]
+
+    def _sasrec():
+        from lumenrec.retriever.quick import quick_configs
+        from lumenrec.retriever.train import Trainer
+
+        model_cfg, train_cfg = quick_configs(split, config.budget("sasrec", n_inter), seed=config.seed,
+                                             num_threads=config.threads)
+        train_cfg.checkpoint_dir = str(out / "sasrec")
+        train_cfg.progress = config.progress
+        resume = out / "sasrec" if (out / "sasrec" / "resume.safetensors").is_file() and config.resume else None
+        try:
+            trainer = Trainer(split, model_cfg, train_cfg, item_ids=list(cat.ids), dataset_name=ds.name, resume_from=resume)
+        except Exception as e:  # an unusable partial checkpoint: start this stage over
+            log.warning("cannot resume SASRec from %s (%s): training from scratch", resume, e)
+            trainer = Trainer(split, model_cfg, train_cfg, item_ids=list(cat.ids), dataset_name=ds.name)
+        res = trainer.fit()
+        return {"epochs": res.epochs, "stopped": res.stopped,
+                "valid": {k: round(float(v), 4) for k, v in res.best_valid.items() if k in ("recall@10", "ndcg@10")},
+                "test": {k: round(float(v), 4) for k, v in res.test.items() if k in ("recall@10", "ndcg@10")}}
+
+    stage("sasrec", _sasrec)
+
+    enc_holder: dict[str, Any] = {}
+
+    def _encoder():
+        if "enc" not in enc_holder:
+            from lumenrec.retriever.text_encoder import TextEncoder
+
+            enc_holder["enc"] = TextEncoder()
+        return enc_holder["enc"]
+
+    def _ilm():
+        from lumenrec.retriever.ilm import ILMConfig, ILMEncoder, build_text_features
+
+        toks, mask, target = build_text_features(cat, _encoder())
+        cfg = ILMConfig(epochs=config.ilm_epochs, seed=config.seed, progress=config.progress,
+                        num_threads=config.threads, max_time_s=config.budget("ilm", n_inter))
+        ilm = ILMEncoder(cfg, cat.ids, _seq().item_embeddings(), toks, mask, target)
+        hist = ilm.fit(split.train)
+        ilm.save(out / "ilm")
+        # ITC alignment check: does an item's own text find the item among the ILM item vectors?
+        V = ilm.item_vectors()  # (N, 384)
+        idx = np.random.default_rng(config.seed).choice(len(cat), size=min(1000, len(cat)), replace=False)
+        sims = target[idx] @ V.T  # (n, N)
+        own = sims[np.arange(len(idx)), idx]
+        rank = (sims > own[:, None]).sum(axis=1)
+        return {"epochs": len(hist), "loss_first_last": {k: [round(hist[0][k], 3), round(hist[-1][k], 3)]
+                                                         for k in hist[-1] if k != "epoch"},
+                "own_text_recall@10": round(float((rank < 10).mean()), 3)}
+
+    stage("ilm", _ilm)
+
+    def _lumen():
+        from lumenrec.retriever.critique_synth import CritiqueSynthConfig, synthesize_examples
+        from lumenrec.retriever.ilm import ILMEncoder
+        from lumenrec.retriever.lumen import LumenConfig, LumenRetriever, transition_matrix
+
+        ilm = ILMEncoder.load(out / "ilm")
+        enc = _encoder()
+        ex = synthesize_examples(split.train_full, cat, CritiqueSynthConfig(seed=config.seed, variants=config.critique_variants),
+                                 users=split.train_users, positions="last")
+        if not ex:
+            raise ConfigError("data", config.data, "produced no training critiques (users need >= 2 items of one category)")
+        rng = np.random.default_rng(config.seed)
+        users = sorted({e.user_id for e in ex})
+        held = set(rng.choice(users, size=max(1, int(len(users) * config.lumen_valid_frac)), replace=False).tolist())
+        train = [e for e in ex if e.user_id not in held]
+        valid = [e for e in ex if e.user_id in held][:2000]
+        pop = split.train_popularity().astype(float)
+        cooc = transition_matrix(split.train, len(cat)) if len(cat) <= config.cooc_max_items else None
+        lum = LumenRetriever(cat, ilm.item_vectors(), enc.encode_items(cat, progress=config.progress), seq=_seq(),
+                             text_encoder=enc, popularity=pop, transitions=cooc,
+                             config=LumenConfig(loss=config.lumen_loss, epochs=config.lumen_epochs, seed=config.seed,
+                                                progress=config.progress, num_threads=config.threads,
+                                                max_time_s=config.budget("lumen", n_inter)))
+        hist = lum.fit([e.history for e in train], [e.text for e in train], [e.target for e in train], popularity=pop)
+        lum.save(out / "lumen", extra_config={"seq_checkpoint": "sasrec", "ilm_checkpoint": "ilm"})
+        vh = [np.asarray(e.history) for e in valid]
+        vt = [e.target for e in valid]
+        return {"examples": len(train), "epochs": len(hist), "cooc": cooc is not None,
+                "valid_users_critique": _rank_metrics(lum.score_indices(vh, [e.text for e in valid]), vh, vt),
+                "valid_users_no_critique": _rank_metrics(lum.score_indices(vh, [None] * len(vh)), vh, vt)}
+
+    stage("lumen", _lumen)
+
+    def _load_lumen():
+        from lumenrec.retriever.lumen import LumenRetriever
+
+        return LumenRetriever.load(out / "lumen", cat, seq=_seq(), text_encoder=_encoder())
+
+    def _index():
+        from lumenrec.retriever.base import Query
+        from lumenrec.retriever.lumen_index import IndexedLumenRetriever, build_lumen_index
+
+        lum = _load_lumen()
+        index = _make_index(config, out)
+        info = build_lumen_index(lum, index, checkpoint="lumen", progress=config.progress)
+        # self-check: top-10 through Chroma equals in-memory LUMEN on validation histories
+        ix = IndexedLumenRetriever(lum, index)
+        n = min(30, len(split.valid.histories))
+        same = 0
+        for h in split.valid.histories[:n]:
+            q = Query(history=[cat.ids[int(i)] for i in h])
+            same += ix.retrieve(q, 10)[0] == lum.retrieve(q, 10)[0]
+        return {"collection": info["collection"], "count": info["count"], "dim": info["dim"],
+                "model_version": info["model_version"], "disk_mb": round((info.get("disk_bytes") or 0) / 2**20, 1),
+                "top10_equal_in_memory": f"{same}/{n}"}
+
+    stage("index", _index)
+
+    def _manifest():
+        from lumenrec.agent.recommender import write_manifest
+
+        idx = ({"backend": "http", "host": config.chroma.rpartition(":")[0], "port": int(config.chroma.rpartition(":")[2])}
+               if config.chroma else {"backend": "persistent", "path": "index"})
+        idx["collection_prefix"] = config.collection_prefix
+        write_manifest(out, catalog_path="catalog.jsonl", dataset_name=ds.name, retriever_kind="lumen",
+                       checkpoint="lumen", seq_checkpoint="sasrec", index=idx,
+                       build={"stages": {s: r for s, r in state.data["stages"].items()}})
+        return {"manifest": "recommender.json"}
+
+    stage("manifest", _manifest)
+    if config.progress:
+        total = sum(s for _, s, _, skipped in summary if not skipped)
+        print(f"built in {total:.0f} s: {out}\nchat with it:  lumenrec chat --model {out}", flush=True)
+    return out
+
+
+def _make_index(config: BuildConfig, out: Path):
+    from lumenrec.retriever.index import IndexConfig, ItemIndex
+
+    if config.chroma:
+        host, _, port = config.chroma.rpartition(":")
+        return ItemIndex(IndexConfig(backend="http", host=host or "127.0.0.1", port=int(port), distance="cosine",
+                                     collection_prefix=config.collection_prefix))
+    return ItemIndex(IndexConfig(path=str(out / "index"), distance="cosine", collection_prefix=config.collection_prefix))
+
+
+def _fmt(metrics: dict[str, Any]) -> str:
+    parts = []
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            parts.append(f"{k} " + " ".join(f"{kk}={vv}" for kk, vv in v.items()))
+        else:
+            parts.append(f"{k}={v}")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="train the full system (SASRec, ILM, LUMEN) and write its Chroma index into one directory",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="synthetic", help="dataset name or path (default synthetic)")
+    p.add_argument("--out", default=None, help="system directory (default ~/.cache/lumenrec/builds/<data>)")
+    p.add_argument("--max-time", type=float, default=None, help="total training budget in seconds (default: scaled to the data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chroma", default=None, metavar="HOST:PORT", help="write the index to a `chroma run` server instead of out/index")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared CPU)")
+    p.add_argument("--no-resume", action="store_true", help="rebuild every stage")
+    p.add_argument("--redo", choices=STAGES, default=None, help="re-run this stage and every later one")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    build(BuildConfig(data=args.data, out=args.out, max_time_s=args.max_time, seed=args.seed, chroma=args.chroma,
+                      threads=args.threads, resume=not args.no_resume, redo=args.redo, progress=not args.quiet))
+    return 0

@@ -1,0 +1,78 @@
+"""`lumenrec build`: every stage on a small synthetic store, resumable, and the directory serves the system."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lumenrec.build import STAGES, BuildConfig, build
+from lumenrec.errors import ConfigError
+
+DATA = "synthetic:num_items=300,num_users=400,num_conversations=20,num_brands=16"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("system")
+    build(BuildConfig(data=DATA, out=str(out), max_time_s=20, ilm_epochs=3, lumen_epochs=3, progress=False))
+    return out
+
+
+@pytest.mark.integration
+def test_every_stage_is_recorded_with_metrics(built):
+    state = json.loads((built / "build.json").read_text())
+    assert list(state["stages"]) == list(STAGES)
+    lumen = state["stages"]["lumen"]["metrics"]
+    assert lumen["examples"] > 100 and 0.0 <= lumen["valid_users_critique"]["recall@10"] <= 1.0
+    assert state["stages"]["index"]["metrics"]["top10_equal_in_memory"].split("/")[0] == \
+        state["stages"]["index"]["metrics"]["top10_equal_in_memory"].split("/")[1]
+    for sub in ("sasrec", "ilm", "lumen", "index"):
+        assert (built / sub).is_dir()
+    man = json.loads((built / "recommender.json").read_text())
+    assert man["retriever"]["kind"] == "lumen" and man["index"]["backend"] == "persistent"
+    assert man["dataset"]["path"] == "catalog.jsonl"
+
+
+@pytest.mark.integration
+def test_a_rerun_skips_finished_stages(built, capsys):
+    before = json.loads((built / "build.json").read_text())
+    build(BuildConfig(data=DATA, out=str(built), max_time_s=20, ilm_epochs=3, lumen_epochs=3, progress=False))
+    after = json.loads((built / "build.json").read_text())
+    assert after["stages"] == before["stages"]  # nothing re-ran: same keys, times and metrics
+
+
+@pytest.mark.integration
+def test_the_directory_serves_lumen_through_chroma(built):
+    from lumenrec.agent.recommender import Recommender
+
+    rec = Recommender.from_pretrained(built)
+    reply = rec.chat("s1", "I need some pens for the office")
+    assert reply.items and all(it["id"] in rec.catalog for it in reply.items)
+    ret = next(s for s in reply.trace if s.name == "retrieve")
+    assert ret.details["retriever"] == "IndexedLumenRetriever" and ret.details["index"] == "chroma"
+    assert ret.details["collection"].startswith("lumenrec-lumen") and ret.details["model_version"].startswith("lumen:")
+
+
+@pytest.mark.integration
+def test_a_changed_setting_rebuilds_from_that_stage(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    build(BuildConfig(data=DATA, out=str(copy), max_time_s=20, ilm_epochs=3, lumen_epochs=2, progress=False))
+    old = json.loads((built / "build.json").read_text())["stages"]
+    new = json.loads((copy / "build.json").read_text())["stages"]
+    assert new["sasrec"] == old["sasrec"] and new["ilm"] == old["ilm"]  # upstream kept
+    assert new["lumen"]["metrics"]["epochs"] == 2 and new["lumen"]["key"] != old["lumen"]["key"]
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="max_time_s"):
+        BuildConfig(max_time_s=0)
+    with pytest.raises(ConfigError, match="chroma"):
+        BuildConfig(chroma="localhost")
+    with pytest.raises(ConfigError, match="lumen_loss"):
+        BuildConfig(lumen_loss="hinge")
+    assert BuildConfig(max_time_s=100).budget("sasrec", 10_000) == pytest.approx(45.0)
+    assert BuildConfig().budget("sasrec", 48_353) == pytest.approx(60 + 48_353 / 500)

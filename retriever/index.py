@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -492,6 +493,19 @@ class ItemIndex:
             out_ids.append(row_ids)
             scores[b, : len(row_scores)] = row_scores
         return out_ids, scores
+
+    @contextlib.contextmanager
+    def reporting_failures(self):
+        """Any failure talking to Chroma becomes an ItemIndexError, and the handle is refreshed, so the next
+        call re-reads the alias and reconnects: a server that comes back is used again without a restart."""
+        try:
+            yield
+        except ItemIndexError:
+            self.refresh()
+            raise
+        except Exception as e:  # connection refused, timeouts, ...: one clear error type
+            self.refresh()
+            raise ItemIndexError(f"the item index is unreachable: {type(e).__name__}: {e}") from e
 
     def scores_of(self, vector: np.ndarray, ids: Sequence[str], *, model_version: str | None = None) -> dict[str, float]:
         """Score (higher is better, as :meth:`query` reports it) of one query vector (d,) against the

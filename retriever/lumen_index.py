@@ -112,7 +112,7 @@ class IndexedLumenRetriever(BaseRetriever):
         if n_allowed == 0:
             self.last_stats = {"path": "empty", "allowed": 0}
             return [], np.zeros(0)
-        try:
+        with self.index.reporting_failures():
             if n_allowed <= self.selective_max:
                 ids = [cat.ids[j] for j in np.flatnonzero(allowed)]
                 scores = self._dense_of(y, ids, scale)
@@ -136,12 +136,6 @@ class IndexedLumenRetriever(BaseRetriever):
                                        "boosted": len(extra), "exact": bool(exact)}
                     return ids, top
                 fetch = min(n, fetch * 4)
-        except ItemIndexError:
-            self.index.refresh()  # next call re-reads the alias (and reconnects)
-            raise
-        except Exception as e:  # connection refused, timeouts, ...: one clear error type
-            self.index.refresh()
-            raise ItemIndexError(f"the item index is unreachable: {type(e).__name__}: {e}") from e
 
     def _dense_of(self, y: np.ndarray, ids: list[str], scale: float) -> dict[str, float]:
         """The dense score x . y of the given ids, from their stored vectors (cosine * R * |y|)."""

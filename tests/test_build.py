@@ -76,3 +76,34 @@ def test_config_is_validated():
         BuildConfig(lumen_loss="hinge")
     assert BuildConfig(max_time_s=100).budget("sasrec", 10_000) == pytest.approx(45.0)
     assert BuildConfig().budget("sasrec", 48_353) == pytest.approx(60 + 48_353 / 500)
+
+
+@pytest.mark.integration
+def test_chat_and_replay_entry_points_run_the_built_system(built, tmp_path):
+    """`lumenrec chat --model DIR` and `lumenrec eval replay --system NAME:recommender_dir=DIR`."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "lumenrec", "chat", "--model", str(built), "--message",
+                        "I need pens, not too pricey", "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    reply = json.loads(r.stdout)
+    ret = next(s for s in reply["trace"] if s["name"] == "retrieve")
+    assert reply["items"] and ret["details"]["retriever"] == "IndexedLumenRetriever"
+
+    from lumenrec.eval.replay import ReplayConfig, ReplaySystem, run_replay
+
+    summary = run_replay(ReplayConfig(dataset=DATA, systems=[ReplaySystem("built", recommender_dir=str(built)),
+                                                            ReplaySystem("text-only")],
+                                      out=str(tmp_path / "replay"), limit=5, semantic=False, resume=False))
+    built_sys = summary["systems"]["built"]
+    assert built_sys["validity"]["rate"] == 1.0 and built_sys["conversations"] == 5
+    assert "retriever_alone" in built_sys["ablation"] and "target_removed_by_constraints" in built_sys["ablation"]
+
+
+@pytest.mark.integration
+def test_demo_backend_loads_the_built_system(built):
+    from lumenrec.agent.serving.demo_app import DemoBackend, DemoConfig
+
+    backend = DemoBackend.from_config(DemoConfig(data=DATA, recommender_dir=str(built)))
+    assert type(backend.rec.retriever).__name__ == "IndexedLumenRetriever"

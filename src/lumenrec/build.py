@@ -46,7 +46,7 @@ _SHARES = {"sasrec": 0.45, "ilm": 0.20, "lumen": 0.35}
 # The BuildConfig fields each stage reads (besides what earlier stages produced).
 _STAGE_FIELDS = {
     "data": ("data", "seed"),
-    "sasrec": ("max_time_s",),
+    "sasrec": ("max_time_s", "sampled_above_items"),
     "ilm": ("ilm_epochs",),
     "lumen": ("lumen_epochs", "lumen_loss", "critique_variants", "lumen_valid_frac", "cooc_max_items"),
     "index": ("chroma", "collection_prefix"),
@@ -75,6 +75,9 @@ class BuildConfig:
     critique_variants: int = 2  # synthetic critiques per training pair
     lumen_valid_frac: float = 0.1  # users held out of LUMEN training for its validation metrics
     cooc_max_items: int = 20_000  # the co-occurrence prior is an (N, N) matrix: off above this many items
+    # SASRec trains with full softmax up to this many items, above it with corrected sampled LambdaRank
+    # (64 negatives): the full softmax needs (batch x length x N) logits per step
+    sampled_above_items: int = 20_000
     chroma: str | None = None  # HOST:PORT of a `chroma run` server; None: embedded index in out/index
     collection_prefix: str = "lumenrec-lumen"
     threads: int = 1  # torch threads per stage (1 is fastest for these small models on a shared CPU)
@@ -87,7 +90,7 @@ class BuildConfig:
             raise ConfigError("data", self.data, "must be a dataset name or path")
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ConfigError("max_time_s", self.max_time_s, "must be > 0 seconds or None")
-        for name in ("ilm_epochs", "lumen_epochs", "critique_variants", "threads", "cooc_max_items"):
+        for name in ("ilm_epochs", "lumen_epochs", "critique_variants", "threads", "cooc_max_items", "sampled_above_items"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(name, v, "must be a positive integer")
@@ -228,6 +231,8 @@ def build(config: BuildConfig) -> Path:
                                              num_threads=config.threads)
         train_cfg.checkpoint_dir = str(out / "sasrec")
         train_cfg.progress = config.progress
+        if len(cat) > config.sampled_above_items:  # full softmax would need (batch x len x N) logits
+            train_cfg.loss, train_cfg.num_negatives, train_cfg.estimator = "lambdarank", 64, "corrected"
         resume = out / "sasrec" if (out / "sasrec" / "resume.safetensors").is_file() and config.resume else None
         try:
             trainer = Trainer(split, model_cfg, train_cfg, item_ids=list(cat.ids), dataset_name=ds.name, resume_from=resume)
@@ -286,7 +291,7 @@ def build(config: BuildConfig) -> Path:
         users = sorted({e.user_id for e in ex})
         held = set(rng.choice(users, size=max(1, int(len(users) * config.lumen_valid_frac)), replace=False).tolist())
         train = [e for e in ex if e.user_id not in held]
-        valid = [e for e in ex if e.user_id in held][:2000]
+        valid = [e for e in ex if e.user_id in held][: max(200, min(2000, 2 * 10**8 // (len(cat) * 8)))]  # (n, N) scores in memory
         pop = split.train_popularity().astype(float)
         cooc = transition_matrix(split.train, len(cat)) if len(cat) <= config.cooc_max_items else None
         lum = LumenRetriever(cat, ilm.item_vectors(), enc.encode_items(cat, progress=config.progress), seq=_seq(),
@@ -343,7 +348,7 @@ def build(config: BuildConfig) -> Path:
     stage("manifest", _manifest)
     if config.progress:
         total = sum(s for _, s, _, skipped in summary if not skipped)
-        print(f"built in {total:.0f} s: {out}\nchat with it:  lumenrec chat --model {out}", flush=True)
+        print(f"built in {total:.0f} s: {out}", flush=True)
     return out
 
 
@@ -384,6 +389,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    build(BuildConfig(data=args.data, out=args.out, max_time_s=args.max_time, seed=args.seed, chroma=args.chroma,
-                      threads=args.threads, resume=not args.no_resume, redo=args.redo, progress=not args.quiet))
+    out = build(BuildConfig(data=args.data, out=args.out, max_time_s=args.max_time, seed=args.seed, chroma=args.chroma,
+                            threads=args.threads, resume=not args.no_resume, redo=args.redo, progress=not args.quiet))
+    print(f"chat with it:  lumenrec chat --model {out}")
     return 0

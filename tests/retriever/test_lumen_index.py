@@ -157,3 +157,13 @@ def test_exactness_check_fetches_deeper_when_boosts_reorder_the_top(indexed, mon
     ids, _ = ix.retrieve(Query(history=[], text="x"), k=3)
     assert ids == [cat.ids[j] for j in np.argsort(-truth, kind="stable")[:3]]
     assert ix.last_stats["rounds"] > 1 and ix.last_stats["exact"]
+
+
+def test_an_unreachable_index_is_one_clear_error(world):
+    from netutil import free_port
+
+    cat, lum = world
+    ix = IndexedLumenRetriever(lum, ItemIndex(IndexConfig(backend="http", port=free_port(), distance="cosine")))
+    with pytest.raises(ItemIndexError, match="unreachable|Could not connect|connect"):
+        ix.retrieve(Query(history=["1"], text="want 3"), k=5)
+    assert ix.describe()["collection"].startswith("unavailable")

@@ -551,20 +551,22 @@ class Recommender:
         return n.narrate(kind, item, history, user_id=uid, critique=critique)
 
     def resolve_item_ref(self, session: Session, ref: str) -> str | None:
-        """An item id for a reference, first match of: an id shown in this session, a position in the
-        last shown list ('2', '#2'), a catalogue id, an exact title, an ordinal ('the second one')."""
+        """An item id for a reference to a SHOWN item, first match of: an id shown in this session, a
+        position in the last shown list ('2', '#2'), the exact title of a shown item, an ordinal ('the
+        second one'). Never an item that was not shown: "99" after five shown items is None, not
+        catalogue id 99."""
         ref = (ref or "").strip()
         if not ref:
             return None
-        if any(ref in row for row in session.shown):
+        shown = {i for row in session.shown for i in row}
+        if ref in shown:
             return ref
-        m = re.fullmatch(r"#?\s*(\d{1,2})", ref)  # a position wins over a numeric id not shown
-        if m and 1 <= int(m.group(1)) <= len(session.last_shown):
-            return session.resolve_ref(int(m.group(1)) - 1)
-        if ref in self.catalog:
-            return ref
+        m = re.fullmatch(r"#?\s*(\d{1,3})", ref)  # a number that is not a shown id is a position, or nothing
+        if m:
+            n = int(m.group(1))
+            return session.resolve_ref(n - 1) if 1 <= n <= len(session.last_shown) else None
         by_title = self._title_index.get(ref.lower())
-        if by_title is not None:
+        if by_title is not None and by_title in shown:
             return by_title
         crit = self.parser.parse(ref, shown=session.last_shown or None)
         return session.resolve_ref(crit.item_ref) if crit.item_ref is not None else None

@@ -47,3 +47,40 @@ def test_llama_retriever_returns_item_nodes(rec):
     for n in nodes:
         item = rec.catalog.get(n.node.node_id)
         assert n.node.metadata["title"] == item.title
+
+
+def test_fn_schemas_have_argument_descriptions_and_refuse_unknown_arguments(rec):
+    from lumenrec.tools.core import TOOL_SCHEMAS
+    from lumenrec.tools.llamaindex import LumenToolSpec
+
+    tools = {t.metadata.name: t for t in LumenToolSpec(LumenTools(rec)).to_tool_list()}
+    for name, t in tools.items():
+        assert t.metadata.fn_schema.model_json_schema()["additionalProperties"] is False, name
+        params = t.metadata.get_parameters_dict()
+        for arg, spec in TOOL_SCHEMAS[name]["properties"].items():
+            assert params["properties"][arg]["description"] == spec["description"], (name, arg)
+        # what an agent sends to the LLM: the OpenAI-style tool, descriptions included
+        fn = t.metadata.to_openai_tool()["function"]
+        assert fn["name"] == name and all("description" in p for p in fn["parameters"]["properties"].values())
+
+
+@pytest.mark.parametrize("kwargs,expect", [
+    ({"session_id": "li-x", "request": "pens", "colour": "red"}, "unknown colour"),
+    ({"session_id": "li-x"}, "missing request"),
+    ({"session_id": "li-x", "request": ""}, "non-empty string"),
+])
+def test_bad_calls_are_error_outputs_not_exceptions(rec, kwargs, expect):
+    from lumenrec.tools.llamaindex import LumenToolSpec
+
+    tool = {t.metadata.name: t for t in LumenToolSpec(LumenTools(rec)).to_tool_list()}["recommend"]
+    out = tool.call(**kwargs)
+    assert out.is_error and expect in out.content
+
+
+def test_explain_out_of_range_position_is_an_error(rec):
+    from lumenrec.tools.llamaindex import LumenToolSpec
+
+    tools = {t.metadata.name: t for t in LumenToolSpec(LumenTools(rec)).to_tool_list()}
+    assert not tools["recommend"].call(session_id="li-99", request="staplers").is_error
+    out = tools["explain_item"].call(session_id="li-99", item_ref="99")
+    assert out.is_error and "between 1 and 5" in out.content

@@ -200,3 +200,12 @@ class FakeOpenAIServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def local_client(app, **kw):
+    """A TestClient that talks to the app as a loopback client does (Host 127.0.0.1: the tokenless
+    default refuses other Host names, against DNS rebinding)."""
+    from fastapi.testclient import TestClient
+
+    kw.setdefault("base_url", "http://127.0.0.1")
+    return TestClient(app, **kw)

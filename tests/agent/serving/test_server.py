@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_fakes import make_recommender  # noqa: E402
+from server_fakes import local_client, make_recommender  # noqa: E402
 
 from lumenrec.agent.serving.server import MODEL_ID, RateLimiter, ServeConfig, clean_message, create_app, is_loopback, parse_rate  # noqa: E402
 from lumenrec.agent.serving.store import SQLiteSessionStore  # noqa: E402
@@ -31,7 +31,7 @@ def rec(tmp_path):
 
 @pytest.fixture
 def client(rec):
-    return TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)))
+    return local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)))
 
 
 def new_session(client, **body) -> str:
@@ -143,23 +143,30 @@ def test_sse_stream(client, rec):
 
 def test_openai_chat_completions(client, rec):
     body = {"model": MODEL_ID, "messages": [{"role": "system", "content": "be brief"},
-                                            {"role": "user", "content": "I need ink for my HP printer"}], "user": "oai-1"}
+                                            {"role": "user", "content": "I need ink for my HP printer"}]}
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     out = r.json()
     text = out["choices"][0]["message"]["content"]
-    assert out["object"] == "chat.completion" and r.headers["x-session-id"] == "oai-1"
+    assert out["object"] == "chat.completion" and r.headers["x-session-id"].startswith("oai-")
     assert "t1 | HP 63 black ink cartridge | HP" in text  # the reply text lists catalogue items
     assert out["lumenrec"]["items"][0]["id"] == "t1"
-    # the session continues through `user` (here with the header instead)
-    r2 = client.post("/v1/chat/completions", headers={"X-Session-Id": "oai-1"},
+    # the conversation continues from the message history alone (what OpenAI clients send)
+    history = body["messages"] + [{"role": "assistant", "content": text}, {"role": "user", "content": "not HP"}]
+    r2 = client.post("/v1/chat/completions", json={"model": MODEL_ID, "messages": history})
+    assert r2.status_code == 200 and all(it["brand"] != "HP" for it in r2.json()["lumenrec"]["items"])
+    assert len(rec.store.get(r2.headers["x-session-id"]).turns) == 4
+    # ... or through an explicit session id
+    r3 = client.post("/v1/chat/completions", headers={"X-Session-Id": "oai-explicit"},
+                     json={"model": MODEL_ID, "messages": [{"role": "user", "content": "ink please"}]})
+    r4 = client.post("/v1/chat/completions", headers={"X-Session-Id": "oai-explicit"},
                      json={"model": MODEL_ID, "messages": [{"role": "user", "content": "not HP"}]})
-    assert all(it["brand"] != "HP" for it in r2.json()["lumenrec"]["items"])
-    assert len(rec.store.get("oai-1").turns) == 4
+    assert r3.status_code == r4.status_code == 200 and r4.headers["x-session-id"] == "oai-explicit"
+    assert len(rec.store.get("oai-explicit").turns) == 4
     # streaming, OpenAI chunk format
-    r3 = client.post("/v1/chat/completions", json={**body, "stream": True, "user": "oai-2"})
-    chunks = [json.loads(line[6:]) for line in r3.text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
-    assert r3.text.rstrip().endswith("data: [DONE]")
+    r5 = client.post("/v1/chat/completions", json={**body, "stream": True})
+    chunks = [json.loads(line[6:]) for line in r5.text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
+    assert r5.text.rstrip().endswith("data: [DONE]")
     content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert "t1 | HP 63 black ink cartridge" in content and chunks[-1]["choices"][0]["finish_reason"] == "stop"
     # errors
@@ -171,8 +178,8 @@ def test_openai_chat_completions(client, rec):
 def test_openai_sdk_client_talks_to_it(rec):
     """The real `openai` client over the ASGI app (TestClient is an httpx.Client): our shapes parse."""
     openai = pytest.importorskip("openai")
-    http = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)), base_url="http://test")
-    c = openai.OpenAI(base_url="http://test/v1", api_key="x", http_client=http, max_retries=0)
+    http = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)))
+    c = openai.OpenAI(base_url="http://127.0.0.1/v1", api_key="x", http_client=http, max_retries=0)
     out = c.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "binders"}], user="sdk-1")
     assert "b1 | Three ring binder, 1 inch | Avery" in out.choices[0].message.content
     pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
@@ -180,8 +187,9 @@ def test_openai_sdk_client_talks_to_it(rec):
     assert "b1 | Three ring binder" in "".join(pieces)
 
 
-def test_health_checks_the_retriever(client, rec):
-    r = client.get("/health")
+def test_ready_checks_the_retriever_and_health_stays_cheap(rec):
+    client = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0, ready_cache_s=0)))
+    r = client.get("/ready")
     assert r.status_code == 200 and r.json()["checks"]["retriever"] == "ok" and r.json()["checks"]["store"] == "ok"
 
     class Broken:
@@ -191,13 +199,14 @@ def test_health_checks_the_retriever(client, rec):
             raise RuntimeError("index down")
 
     rec.retriever = Broken()
-    r = client.get("/health")
+    r = client.get("/ready")
     assert r.status_code == 503 and "index down" in r.json()["checks"]["retriever"]
+    assert client.get("/health").status_code == 200  # liveness does no retrieval
 
 
 # --------------------------------------------------------------------------------------- guards
 def test_bearer_token(rec):
-    c = TestClient(create_app(rec, ServeConfig(token="tok-12345678", rate_limit_per_min=0)))
+    c = local_client(create_app(rec, ServeConfig(token="tok-12345678", rate_limit_per_min=0)))
     assert c.get("/v1/models").status_code == 401
     assert c.get("/v1/models", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
     assert c.get("/v1/models", headers={"Authorization": "Bearer tok-12345678"}).status_code == 200
@@ -216,7 +225,7 @@ def test_body_size_limit(client):
 
 
 def test_rate_limit_429_with_retry_after(rec):
-    c = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=3)))
+    c = local_client(create_app(rec, ServeConfig(rate_limit_per_min=3)))
     codes = [c.get("/v1/models").status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
     r = c.get("/v1/models")
@@ -236,8 +245,8 @@ def test_unexpected_error_is_a_json_500_with_request_id(rec):
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    rec.chat = boom
-    c = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)), raise_server_exceptions=False)
+    rec.chat_stream = boom
+    c = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)), raise_server_exceptions=False)
     sid = c.post("/v1/sessions", json={}).json()["session_id"]
     r = c.post(f"/v1/sessions/{sid}/messages", json={"message": "pens"})
     assert r.status_code == 500 and r.json()["error"]["request_id"] == r.headers["x-request-id"]

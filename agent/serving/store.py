@@ -404,8 +404,16 @@ class _SQLStore:
         return self.get(str(session_id)) is not None
 
     def ping(self) -> None:
-        """Raise StoreError if the database cannot be read (the server's /ready calls it)."""
-        self._op("read", lambda con: self._execute(con, "SELECT COUNT(*) FROM sessions").fetchone())
+        """Raise StoreError unless the database can be read and its write lock taken (the server's
+        /ready calls it; nothing is written)."""
+        def go(con):
+            self._execute(con, "SELECT COUNT(*) FROM sessions").fetchone()
+            self._write_probe(con)
+
+        self._op("read and lock", go)
+
+    def _write_probe(self, con) -> None:
+        return None
 
     def turn_rows(self, session_id: str) -> int:
         """How many turn rows the session has (tests: turns are appended, never rewritten)."""
@@ -491,6 +499,10 @@ class SQLiteSessionStore(_SQLStore):
 
     def _begin(self, con) -> _SQLiteTx:
         return _SQLiteTx(con)
+
+    def _write_probe(self, con) -> None:
+        con.execute("BEGIN IMMEDIATE")  # waits at most busy_timeout_s for another writer
+        con.execute("ROLLBACK")
 
     def close(self) -> None:
         """Close this thread's connection (others close when their thread ends)."""

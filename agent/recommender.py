@@ -39,6 +39,7 @@ from lumenrec.agent.critique import Critique, CritiqueParser
 from lumenrec.agent.intents import INJECTION_RX, Intent
 from lumenrec.agent.router import REFUSAL, OfflineRouter, RouteDecision
 from lumenrec.agent.session import Constraints, InMemorySessionStore, Session
+from lumenrec.data.screening import screen_catalog
 from lumenrec.data.types import Catalog, Item
 from lumenrec.errors import CheckpointError, ConfigError, DataNotFoundError, ToolInputError
 
@@ -192,6 +193,9 @@ class Recommender:
 
             router = LLMRouter.from_config(self.config)
         self.router = router if router is not None else self.offline_router
+        # catalogue text is data: titles, brands and descriptions are screened once (links, phone
+        # numbers, e-mail addresses, instructions); replies, narratives and prompts see the screened text
+        self.screen = screen_catalog(catalog)
         self._title_index: dict[str, str] = {}
         for it in catalog:
             self._title_index.setdefault(it.title.strip().lower(), it.id)
@@ -416,7 +420,7 @@ class Recommender:
         if crit.signal == "accept" and session.last_shown:
             chosen = ref_id or session.last_shown[0]
             session.accept(chosen)
-            item = self.catalog.get(chosen)
+            item = self.screen.display_item(chosen)
             text = f"Great choice: {item.title}. I've noted it; ask me anytime for something to go with it."
             yield text
             return _Outcome(Intent.RECOMMEND, text, [(chosen, "you chose this item")], "")
@@ -456,13 +460,13 @@ class Recommender:
         session.record_shown(list(ids))
         intro = self._intro(crit, constraints, relaxed)
         yield intro + "\n"
-        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        hist = [self.screen.display_item(h) for h in session.history if h in self.catalog]
         out_items: list[tuple[str, str]] = []
         lines = [intro]
         with _Timer(trace, "narrate") as det:
             det.update(narrator=type(self.narrator).__name__, narrated=min(len(ids), self.config.narrate_top))
             for rank, iid in enumerate(ids, 1):
-                item = self.catalog.get(iid)
+                item = self.screen.display_item(iid)
                 why = self._narrate("endorsement", item, hist, session, crit.original or message) \
                     if rank <= self.config.narrate_top else ""
                 out_items.append((iid, why))
@@ -485,8 +489,8 @@ class Recommender:
             text = "I haven't shown you anything yet. Tell me what you need and I'll recommend a few items first."
             yield text
             return _Outcome(Intent.EXPLAIN, text)
-        item = self.catalog.get(iid)
-        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        item = self.screen.display_item(iid)
+        hist = [self.screen.display_item(h) for h in session.history if h in self.catalog]
         with _Timer(trace, "narrate") as det:
             why = self._narrate("endorsement", item, hist, session, None)
             det.update(narrator=type(self.narrator).__name__, item=iid)
@@ -500,7 +504,7 @@ class Recommender:
         return _Outcome(Intent.EXPLAIN, text, [(iid, why)], why)
 
     def _summarize(self, session: Session, trace: list[TraceStep]) -> Generator[str, None, _Outcome]:
-        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        hist = [self.screen.display_item(h) for h in session.history if h in self.catalog]
         with _Timer(trace, "narrate") as det:
             summary = self._narrate("user_summary", None, hist, session, None)
             det.update(narrator=type(self.narrator).__name__, history=len(hist))
@@ -590,7 +594,8 @@ class Recommender:
                 continue
             seen.add(gid)
             it = self.catalog.get(gid)
-            out.append({"id": it.id, "title": it.title, "brand": it.brand, "category": it.category, "why": why})
+            out.append({"id": it.id, "title": self.screen.title(gid), "brand": self.screen.brand(gid),
+                        "category": it.category, "why": why})
         if dropped:
             log.warning("dropped %d item ids not in the catalogue: %s", len(dropped), dropped[:5])
             trace.append(TraceStep("ground", 0.0, {"dropped": dropped}))
@@ -598,7 +603,8 @@ class Recommender:
 
     def item_dict(self, item_id: str, why: str = "") -> dict[str, str]:
         it = self.catalog.get(item_id)
-        return {"id": it.id, "title": it.title, "brand": it.brand, "category": it.category, "why": why}
+        return {"id": it.id, "title": self.screen.title(item_id), "brand": self.screen.brand(item_id),
+                "category": it.category, "why": why}
 
 
 # ---------------------------------------------------------------------------------------------- utils

@@ -161,7 +161,7 @@ class LumenTools:
             if gid is None:
                 raise ToolInputError(f"{iid!r} is not an item of the catalogue; send an id from an 'id | title | brand' "
                                      "line returned by recommend.")
-            it = self.rec.catalog.get(gid)
+            it = self.rec.screen.display_item(gid)  # screened: no links, numbers or orders from the catalogue
             lines = [f"{it.id} | {it.title} | {it.brand or '-'}"]
             if it.categories:
                 lines.append("category: " + " > ".join(it.categories))
@@ -169,8 +169,9 @@ class LumenTools:
                 lines.append(f"price: ${it.price:.2f}")
             for k, v in sorted(it.attributes.items()):
                 lines.append(f"{k}: {v}")
-            if it.description:
-                lines.append("description: " + it.description[:600])
+            desc = self.rec.screen.description(gid)  # without its flagged sentences
+            if desc:
+                lines.append("description: " + desc[:600])
             return ToolResult("\n".join(lines), [self.rec.item_dict(gid)], "item_details")
         return self._run("item_details", go, item_id=item_id)
 

@@ -99,8 +99,8 @@ def _retriever_class():
             if n < 1:
                 raise ValueError(f"k must be >= 1, got {n}")
             ids, scores = self.recommender.retriever.retrieve(Query(text=query), k=n)
-            cat = self.recommender.catalog
-            return [_item_document(Document, cat.get(i), s) for i, s in zip(ids, scores)]
+            screen = self.recommender.screen  # the text an LLM reads is screened catalogue text
+            return [_item_document(Document, screen.display_item(i), s) for i, s in zip(ids, scores)]
 
     _CLS["cls"] = LumenItemRetriever
     return LumenItemRetriever

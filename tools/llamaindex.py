@@ -98,7 +98,7 @@ def _retriever_class():
             ids, scores = self.recommender.retriever.retrieve(Query(text=query_bundle.query_str), k=self.k)
             out = []
             for i, s in zip(ids, scores):
-                it = self.recommender.catalog.get(i)
+                it = self.recommender.screen.display_item(i)  # screened catalogue text
                 meta = {"title": it.title, "brand": it.brand, "category": it.category}
                 if it.price is not None:
                     meta["price"] = it.price

@@ -1157,8 +1157,10 @@ def create_app(recommender, config: ServeConfig | None = None):
         if item_id not in rec.catalog:
             raise StarletteHTTPException(404, f"no item {item_id[:64]!r} in the catalogue")
         it = rec.catalog.get(item_id)
-        return {"id": it.id, "title": it.title, "brand": it.brand, "categories": list(it.categories),
-                "description": it.description, "price": it.price, "attributes": dict(it.attributes)}
+        screen = rec.screen  # catalogue text is data: flagged parts (links, numbers, orders) are left out
+        return {"id": it.id, "title": screen.title(item_id), "brand": screen.brand(item_id),
+                "categories": list(it.categories), "description": screen.description(item_id), "price": it.price,
+                "attributes": dict(it.attributes), "screened": {k: list(v) for k, v in screen.flagged.get(item_id, {}).items()}}
 
     # -- OpenAI-compatible -------------------------------------------------------------------------
     def model_card() -> dict:

@@ -216,26 +216,37 @@ class _SQLStore:
     def _op(self, what: str, fn: Callable[[Any], Any]) -> Any:
         """Run `fn(connection)`; a driver error drops the connection (the next call reconnects) and
         becomes a StoreError; our own exceptions pass through untouched."""
+        con = None
         try:
-            con = self._checked_conn()
+            con = self._acquire()
             out = fn(con)
         except StoreError:
             self.healthy = False
+            self._release(con, broken=True)
             raise
         except self._errors as e:
-            self._drop()
+            self._release(con, broken=True)
             self.healthy = False
             log.error("session store: %s failed: %s: %s", what, type(e).__name__, e)
             raise StoreError(f"the session store could not {what}: {type(e).__name__}: {e}"[:400]) from e
+        except BaseException:
+            self._release(con)
+            raise
+        self._release(con)
         self.healthy = True
         return out
 
-    def _checked_conn(self):
+    # connections: one per thread by default (sqlite3 connections must not cross threads)
+    def _acquire(self):
         con = getattr(self._local, "con", None)
         if con is None:
             con = self._connect()
             self._local.con = con
         return con
+
+    def _release(self, con, broken: bool = False) -> None:
+        if broken:
+            self._drop()
 
     def _execute(self, con, q: str, args: tuple = ()):
         return con.execute(self._sql(q), args)
@@ -481,13 +492,13 @@ class SQLiteSessionStore(_SQLStore):
             return None
         return st.st_dev, st.st_ino
 
-    def _checked_conn(self):
+    def _acquire(self):
         ident = self._file_id()
         if ident != self._ident:  # deleted or replaced underneath us: never write into the orphan
             self._drop()
             raise StoreError(f"the session database {self.path} was deleted or replaced while the server ran; "
                              "restore it (or restart the server to start a new one)")
-        return super()._checked_conn()
+        return super()._acquire()
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE) where needed.
@@ -518,18 +529,60 @@ class PostgresSessionStore(_SQLStore):
     autocommit connection; writes run in a transaction that locks the session row (``FOR UPDATE``).
     Requires the ``postgres`` extra (psycopg 3)."""
 
-    def __init__(self, url: str, *, ttl_s: float = 0.0, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, ttl_s: float = 0.0, connect_timeout_s: float = 5.0, pool_size: int = 8) -> None:
         try:
             import psycopg
         except ImportError as e:
             raise MissingExtraError(e.name or "psycopg", "postgres", "the PostgreSQL session store") from e
         if not str(url).startswith(("postgresql://", "postgres://")) and "=" not in str(url):
             raise ConfigError("url", url, "must be a PostgreSQL URL such as postgresql://user@127.0.0.1:5432/lumenrec")
+        if int(pool_size) < 1:
+            raise ConfigError("pool_size", pool_size, "must be >= 1")
         super().__init__(ttl_s)
         self._psycopg = psycopg
         self._errors = (psycopg.Error,)
         self.url, self.connect_timeout_s = str(url), float(connect_timeout_s)
+        # a bounded pool: replicas x threads must stay under the server's max_connections
+        self.pool_size = int(pool_size)
+        self._idle: list = []
+        self._slots = threading.BoundedSemaphore(self.pool_size)
+        self._pool_lock = threading.Lock()
         self._op("create its tables", self._create_tables)
+
+    def _acquire(self):
+        if not self._slots.acquire(timeout=max(1.0, self.connect_timeout_s * 2)):
+            raise StoreError(f"all {self.pool_size} connections to the session store are busy")
+        try:
+            with self._pool_lock:
+                con = self._idle.pop() if self._idle else None
+            if con is None or con.closed:
+                con = self._connect()
+            return con
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _release(self, con, broken: bool = False) -> None:
+        if con is None:
+            return
+        if broken or con.closed:
+            try:
+                con.close()
+            except Exception:  # already broken
+                pass
+        else:
+            with self._pool_lock:
+                self._idle.append(con)
+        self._slots.release()
+
+    def _drop(self) -> None:  # close the idle connections (the next call reconnects)
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for con in idle:
+            try:
+                con.close()
+            except Exception:
+                pass
 
     def _create_tables(self, con) -> None:
         with con.transaction():
@@ -550,6 +603,7 @@ class PostgresSessionStore(_SQLStore):
         return " FOR UPDATE"
 
     def close(self) -> None:
+        """Close the idle connections."""
         self._drop()
 
 

@@ -105,6 +105,24 @@ def make_recommender(store=None, **kw):
     return Recommender(cat, KeywordRetriever(cat), store=store, **kw)
 
 
+def make_chroma_recommender(store=None, **kw):
+    """The tiny catalogue retrieved through the Chroma server at ``LUMENREC_TEST_CHROMA`` (host:port;
+    index ``LUMENREC_TEST_CHROMA_PREFIX``, built by the test with HashEncoder vectors): what several
+    replicas share."""
+    from lumenrec.agent.recommender import Recommender
+    from lumenrec.agent.serving.server import IndexRetriever
+    from lumenrec.retriever.index import IndexConfig, ItemIndex
+
+    host, _, port = os.environ["LUMENREC_TEST_CHROMA"].rpartition(":")
+    cat = tiny_catalog()
+    index = ItemIndex(IndexConfig(backend="http", host=host, port=int(port),
+                                  collection_prefix=os.environ.get("LUMENREC_TEST_CHROMA_PREFIX", "rep")))
+    delay = float(os.environ.get("LUMENREC_TEST_SLOW") or 0)
+    if delay > 0 and "narrator" not in kw:
+        kw["narrator"] = SlowNarrator(delay)
+    return Recommender(cat, IndexRetriever(cat, index, HashEncoder()), store=store, **kw)
+
+
 class SlowNarrator:
     """The offline narrator, `delay_s` slower per narrative (and counting how many it wrote)."""
 
@@ -229,7 +247,7 @@ class ServeProcess:
     ``srv.base`` is its URL, ``srv.pid`` its process id; the log is ``tmp_path/serve-PORT.log``."""
 
     def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None, db: str | None = "sessions.db",
-                 port: int | None = None) -> None:
+                 port: int | None = None, factory: str = "server_fakes:make_recommender") -> None:
         import subprocess
 
         self.port = port or free_port()
@@ -238,7 +256,7 @@ class ServeProcess:
         here = str(Path(__file__).resolve().parent)
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {}),
                     "PYTHONPATH": os.pathsep.join([here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
-        cmd = [sys.executable, "-m", "lumenrec", "serve", "--factory", "server_fakes:make_recommender",
+        cmd = [sys.executable, "-m", "lumenrec", "serve", "--factory", factory,
                "--port", str(self.port), "--rate-limit", "0", *args]
         if db:
             cmd += ["--db", db if "://" in db else str(Path(workdir) / db)]

@@ -607,14 +607,15 @@ class PostgresSessionStore(_SQLStore):
         self._drop()
 
 
-def open_store(spec: str | None, *, ttl_s: float = 0.0):
+def open_store(spec: str | None, *, ttl_s: float = 0.0, timeout_s: float = 5.0):
     """The store a ``--db`` value names: None -> memory, ``postgresql://...`` -> PostgreSQL, else a
-    SQLite file path."""
+    SQLite file path. `timeout_s`: how long a write waits for a lock or a connection before it fails
+    (503) instead of stalling the turn."""
     if not spec:
         return MemorySessionStore(ttl_s=ttl_s)
     if str(spec).startswith(("postgresql://", "postgres://")):
-        return PostgresSessionStore(spec, ttl_s=ttl_s)
-    return SQLiteSessionStore(spec, ttl_s=ttl_s)
+        return PostgresSessionStore(spec, ttl_s=ttl_s, connect_timeout_s=timeout_s)
+    return SQLiteSessionStore(spec, ttl_s=ttl_s, busy_timeout_s=timeout_s)
 
 
 def copy_session(s: Session, new_id: str) -> Session:

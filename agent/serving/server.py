@@ -36,7 +36,6 @@ wins. One structured JSON log line per request (request id, route, status, laten
 
 import asyncio
 import concurrent.futures
-import functools
 import hashlib
 import hmac
 import ipaddress
@@ -50,7 +49,7 @@ import uuid
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -532,16 +531,15 @@ class _Turn:
             self.committing = True
 
 
-_CURRENT = threading.local()  # the _Turn the worker thread is running, if any
-
-
 class _GuardedStore:
-    """The recommender's store as the server sees it: a turn commits with ``replace`` (only if the
-    session still exists at the version read: DELETE wins, concurrent replicas conflict) and only if
-    its request was not cancelled. Everything else passes through."""
+    """The recommender's store as the server sees it: while a turn of a session runs (``running``:
+    session key -> its _Turn, whatever thread writes, e.g. the LLM router's), the session is written
+    with ``replace`` (only if it still exists at the version read: DELETE wins, concurrent replicas
+    conflict) and only if the turn's request was not cancelled. Everything else passes through."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner, running: dict[str, "_Turn"] | None = None) -> None:
         self.inner = inner
+        self.running = running if running is not None else {}
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
@@ -553,7 +551,7 @@ class _GuardedStore:
         return key in self.inner
 
     def put(self, session) -> None:
-        turn = getattr(_CURRENT, "turn", None)
+        turn = self.running.get(session.session_id)
         if turn is None:
             return self.inner.put(session)
         turn.begin_commit()
@@ -701,7 +699,8 @@ def create_app(recommender, config: ServeConfig | None = None):
                               "(MemorySessionStore, SQLiteSessionStore or PostgresSessionStore)")
     if hasattr(inner, "ttl_s"):
         inner.ttl_s = float(cfg.session_ttl_s)
-    store = _GuardedStore(inner)
+    running: dict[str, _Turn] = {}  # session key -> the turn running on it (one at a time: the session lock)
+    store = _GuardedStore(inner, running)
     rec.store = store
     limiter = RateLimiter(cfg.rate_limit_per_min)
     locks = _SessionLocks()
@@ -943,40 +942,38 @@ def create_app(recommender, config: ServeConfig | None = None):
     def work(key: str, texts: list[str], turn: _Turn, on_piece: Callable[[str], None] | None):
         """The worker thread: wait for the session, run `texts` as turns in order (pieces of the last one
         go to `on_piece`), stop at the next step once the request is cancelled."""
-        _CURRENT.turn = turn
         lock = locks.get(key)
+        while not lock.acquire(timeout=0.05):
+            if turn.cancelled:
+                raise _TurnCancelled()
+        running[key] = turn
         try:
-            while not lock.acquire(timeout=0.05):
-                if turn.cancelled:
+            reply = None
+            for n, text in enumerate(texts):
+                if turn.cancelled and not turn.committing:
                     raise _TurnCancelled()
-            try:
-                reply = None
-                for n, text in enumerate(texts):
-                    if turn.cancelled and not turn.committing:
-                        raise _TurnCancelled()
-                    last = n == len(texts) - 1
-                    gen = rec.chat_stream(key, text)
-                    try:
-                        for ev in gen:
-                            if turn.cancelled and not turn.committing:
-                                raise _TurnCancelled()
-                            if isinstance(ev, str):
-                                if last and on_piece is not None:
-                                    on_piece(ev)
-                            else:
-                                reply = ev
-                    except (LumenrecError, _TurnCancelled, _SessionGone, StoreError):
-                        raise
-                    except ValueError as e:  # e.g. a price bound that overflows: the input's fault, say so
-                        log.warning("turn of session %s refused: %s", _public_id(key), e)
-                        raise ToolInputError(f"the message could not be processed: {e}") from e
-                    finally:
-                        gen.close()
-                return reply
-            finally:
-                lock.release()
+                last = n == len(texts) - 1
+                gen = rec.chat_stream(key, text)
+                try:
+                    for ev in gen:
+                        if turn.cancelled and not turn.committing:
+                            raise _TurnCancelled()
+                        if isinstance(ev, str):
+                            if last and on_piece is not None:
+                                on_piece(ev)
+                        else:
+                            reply = ev
+                except (LumenrecError, _TurnCancelled, _SessionGone, StoreError):
+                    raise
+                except ValueError as e:  # e.g. a price bound that overflows: the input's fault, say so
+                    log.warning("turn of session %s refused: %s", _public_id(key), e)
+                    raise ToolInputError(f"the message could not be processed: {e}") from e
+                finally:
+                    gen.close()
+            return reply
         finally:
-            _CURRENT.turn = None
+            running.pop(key, None)
+            lock.release()
 
     async def start(request: Request, key: str, texts: list[str], on_piece=None):
         """Admit the turn (503 when full), hand it to a worker; returns (turn, future). The slot is

@@ -17,25 +17,14 @@ openai = pytest.importorskip("openai")
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from server_fakes import free_port, local_client, make_recommender, wait_http  # noqa: E402
+from server_fakes import free_port, wait_http  # noqa: E402
 
-from lumenrec.agent.serving.server import MODEL_ID, ServeConfig, create_app  # noqa: E402
-from lumenrec.agent.serving.store import SQLiteSessionStore  # noqa: E402
-
-
-@pytest.fixture
-def rec(tmp_path):
-    return make_recommender(store=SQLiteSessionStore(tmp_path / "s.db"))
+from lumenrec.agent.serving.server import MODEL_ID  # noqa: E402
 
 
 @pytest.fixture
-def http(rec):
-    return local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)))
-
-
-@pytest.fixture
-def oai(http):
-    return openai.OpenAI(base_url="http://127.0.0.1/v1", api_key="unused", http_client=http, max_retries=0)
+def oai(client):
+    return openai.OpenAI(base_url="http://127.0.0.1/v1", api_key="unused", http_client=client, max_retries=0)
 
 
 def _items(reply) -> list[dict]:
@@ -85,12 +74,12 @@ def test_history_is_replayed_when_its_stored_state_is_gone(oai, rec):
     assert len(rec.store.get(second.model_extra["lumenrec"]["session_id"]).turns) == 4  # replayed + this one
 
 
-def test_explicit_session_header_and_principal_scoped_derivation(http, oai):
+def test_explicit_session_header_and_principal_scoped_derivation(client, oai):
     a = oai.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "binders"}],
                                     extra_headers={"X-Session-Id": "mine"})
     assert a.model_extra["lumenrec"]["session_id"] == "mine"
-    assert http.get("/v1/sessions/mine").json()["turns"][0]["text"] == "binders"
-    r = http.post("/v1/chat/completions", json={"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}]},
+    assert client.get("/v1/sessions/mine").json()["turns"][0]["text"] == "binders"
+    r = client.post("/v1/chat/completions", json={"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}]},
                   headers={"X-Session-Id": "victim\n"})
     assert r.status_code == 400 and "session id" in r.json()["error"]["message"]
 
@@ -158,8 +147,8 @@ def test_sampling_knobs_are_accepted_and_change_nothing(oai):
     ([{"role": "user", "content": "pens"}, {"role": "tool", "content": "x", "tool_call_id": "1"}], "role 'tool'"),
     ([{"role": "user", "content": "pens"}, {"role": "assistant", "content": "ok"}], "last message"),
 ])
-def test_bad_messages_are_400_with_the_place(http, messages, expect):
-    r = http.post("/v1/chat/completions", json={"model": MODEL_ID, "messages": messages})
+def test_bad_messages_are_400_with_the_place(client, messages, expect):
+    r = client.post("/v1/chat/completions", json={"model": MODEL_ID, "messages": messages})
     assert r.status_code == 400, r.text
     assert expect in r.json()["error"]["message"]
 
@@ -170,11 +159,11 @@ def test_text_parts_are_read(oai):
     assert _items(out)[0]["id"] == "b2"
 
 
-def test_langchain_chat_openai_carries_the_conversation(http):
+def test_langchain_chat_openai_carries_the_conversation(client):
     lc = pytest.importorskip("langchain_openai")
     from langchain_core.messages import AIMessage, HumanMessage
 
-    llm = lc.ChatOpenAI(model=MODEL_ID, base_url="http://127.0.0.1/v1", api_key="unused", http_client=http,
+    llm = lc.ChatOpenAI(model=MODEL_ID, base_url="http://127.0.0.1/v1", api_key="unused", http_client=client,
                         max_retries=0)
     first = llm.invoke([HumanMessage("I need gel pens")])
     brand = "Pilot" if "Pilot" in first.content.split("Items:")[-1].splitlines()[1] else "Zebra"

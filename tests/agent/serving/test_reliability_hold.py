@@ -416,3 +416,45 @@ def test_input_error_mid_stream_is_an_input_error(tmp_path, caplog):
     assert not any(rec_.exc_info for rec_ in caplog.records), "an input error is not a server error with a traceback"
     r = c.post("/v1/chat/completions", json={"model": MODEL_ID, "stream": True, "messages": [{"role": "user", "content": "p"}]})
     assert '"type": "invalid_request_error"' in r.text
+
+
+def test_delete_wins_over_an_llm_router_turn_whose_tools_write_from_another_thread(tmp_path):
+    """The LLM router runs its agent (and the tools' writes) in a thread of its own: the guard follows
+    the session, not the thread."""
+    pytest.importorskip("langchain")
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from lumenrec.agent.llm_router import LLMRouter
+
+    class Scripted(BaseChatModel):
+        calls: int = 0
+
+        @property
+        def _llm_type(self) -> str:
+            return "scripted"
+
+        def bind_tools(self, tools, **kwargs):
+            return self
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+            self.calls += 1
+            if self.calls % 2 == 1:
+                msg = AIMessage(content="", tool_calls=[{"name": "recommend", "args": {"request": "gel pens"},
+                                                          "id": f"c{self.calls}", "type": "tool_call"}])
+            else:
+                msg = AIMessage(content="Here you go.")
+            return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    rec = make_recommender(store=SQLiteSessionStore(tmp_path / "s.db"), narrator=SlowNarrator(0.3),
+                           router=LLMRouter(Scripted(), timeout_s=30, max_steps=4))
+    c = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)))
+    sid = c.post("/v1/sessions", json={}).json()["session_id"]
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(c.post, f"/v1/sessions/{sid}/messages", json={"message": "I need gel pens"})
+        time.sleep(0.4)  # the tool is narrating in the router's thread
+        assert c.delete(f"/v1/sessions/{sid}").status_code == 204
+        fut.result()
+    time.sleep(0.5)
+    assert c.get(f"/v1/sessions/{sid}").status_code == 404  # the tool's write did not bring it back

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

@@ -14,24 +14,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_fakes import local_client, make_recommender  # noqa: E402
+from server_fakes import local_client  # noqa: E402
 
 from lumenrec.agent.serving.server import MODEL_ID, RateLimiter, ServeConfig, clean_message, create_app, is_loopback, parse_rate  # noqa: E402
-from lumenrec.agent.serving.store import SQLiteSessionStore  # noqa: E402
 from lumenrec.errors import ConfigError, ToolInputError  # noqa: E402
-
-
-@pytest.fixture
-def rec(tmp_path):
-    return make_recommender(store=SQLiteSessionStore(tmp_path / "s.db"))
-
-
-@pytest.fixture
-def client(rec):
-    return local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)))
 
 
 def new_session(client, **body) -> str:

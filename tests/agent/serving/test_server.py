@@ -282,3 +282,28 @@ def test_index_retriever_honours_constraints_and_excludes(tmp_path):
     assert "p2" not in ids and "p3" not in ids and len(ids) == 3
     ids, _ = r.retrieve(Query(text="gel pen", history=["p2"]), k=2)
     assert "p2" not in ids
+
+
+def test_api_keys_file_and_config_checks(tmp_path):
+    from lumenrec.agent.serving.server import load_api_keys
+
+    f = tmp_path / "keys.txt"
+    f.write_text("# principal key\nalice k-alice-0123456789abcdef\nbob   k-bob-0123456789abcdefgh  # ops\n\n")
+    keys = load_api_keys(str(f))
+    assert keys == {"k-alice-0123456789abcdef": "alice", "k-bob-0123456789abcdefgh": "bob"}
+    j = tmp_path / "keys.json"
+    j.write_text('{"carol": "k-carol-0123456789abcdef"}')
+    assert load_api_keys(str(j)) == {"k-carol-0123456789abcdef": "carol"}
+    f.write_text("alice k-alice-0123456789abcdef\nmallory k-alice-0123456789abcdef\n")
+    with pytest.raises(ConfigError, match="twice"):
+        load_api_keys(str(f))
+    f.write_text("just-one-field\n")
+    with pytest.raises(ConfigError, match=":1"):
+        load_api_keys(str(f))
+    with pytest.raises(ConfigError, match="16 characters"):
+        ServeConfig(api_keys={"short": "alice"})
+    with pytest.raises(ConfigError, match="principal"):
+        ServeConfig(api_keys={"k-0123456789abcdefgh": "bad name!"})
+    assert ServeConfig(host="0.0.0.0", api_keys={"k-0123456789abcdefgh": "ops"}).api_keys  # keys allow a public bind
+    with pytest.raises(ConfigError, match="max_concurrent_turns"):
+        ServeConfig(max_concurrent_turns=0)

@@ -496,8 +496,11 @@ class _Admission:
     def _release_locked(self) -> None:
         while self._waiters:
             w = self._waiters.popleft()
+            try:
+                w.loop.call_soon_threadsafe(_grant, w.fut)
+            except RuntimeError:  # its event loop is gone (the request went with it): next waiter
+                continue
             w.granted = True
-            w.loop.call_soon_threadsafe(_grant, w.fut)
             return
         self._free += 1
 

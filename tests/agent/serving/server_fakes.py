@@ -7,7 +7,10 @@
   (PYTHONPATH=tests/agent), optionally with an injected item (``LUMENREC_TEST_HOSTILE=1``);
 - :class:`FakeOpenAIServer`: a tiny OpenAI-compatible endpoint that misbehaves on demand
   (``ok`` / ``timeout`` / ``die`` mid-stream / ``error`` 500), for the LLM fault tests;
-- :func:`free_port`, :func:`wait_http`.
+- :class:`SlowNarrator` (``LUMENREC_TEST_SLOW``): turns that take long enough to act while they run;
+- :func:`make_chroma_recommender`: the tiny catalogue retrieved through a real Chroma server (replicas);
+- :class:`ServeProcess`: a real `lumenrec serve` subprocess; :func:`local_client`: a loopback TestClient;
+- :func:`free_port`, :func:`wait_http`, :func:`rss_mib`.
 """
 
 from __future__ import annotations

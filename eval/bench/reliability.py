@@ -789,7 +789,7 @@ def to_markdown(res: dict[str, Any], cmd: str) -> str:
                                    "RSS before / peak (MiB)"], rows, floatfmt=".1f"))
     if "restart" in res:
         R = res["restart"]
-        out.append(f"\n**SIGKILL + restart** after the first load: healthy again in {R['sigkill_then_healthy_s']} s; "
+        out.append(f"**SIGKILL + restart** after the first load: healthy again in {R['sigkill_then_healthy_s']} s; "
                    f"{R['sessions_kept']} sessions kept, {R['sessions_missing']} missing; {R['acknowledged_turns']} "
                    f"acknowledged turns, {R['acknowledged_turns_lost']} lost.\n")
     f = res.get("faults")
@@ -824,15 +824,15 @@ def to_markdown(res: dict[str, Any], cmd: str) -> str:
         out.append(markdown_table(["fault", "tried", "outcome"], rows))
     b = res.get("bad_inputs")
     if b:
-        out.append(f"\n**Bad inputs:** {b['requests_tried']} malformed requests tried (bad JSON, wrong types, control "
+        out.append(f"**Bad inputs:** {b['requests_tried']} malformed requests tried (bad JSON, wrong types, control "
                    "characters, huge numbers, bad ids and headers, unsupported OpenAI parameters, non-text parts, "
                    f"injection attempts, malformed HTTP): answers {b['statuses']}; 5xx: {b['server_errors_5xx']}; errors "
                    f"not in JSON: {b['errors_not_json']}; leaks of the system prompt or a payload: {b['leaks']}.\n")
-    out.append(f"\n**Data lost** (acknowledged turns or sessions missing afterwards, all parts): **{res.get('data_lost')}**.\n")
+    out.append(f"**Data lost** (acknowledged turns or sessions missing afterwards, all parts): **{res.get('data_lost')}**.\n")
     v = _verdicts(res)
-    out.append("\nTargets: " + "; ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in v.items()) + ".\n")
-    out.append("\nThe same behaviours are pinned by tests: `python -m pytest -q tests/agent/serving/`.\n")
-    return "\n".join(out)
+    out.append("Targets: " + "; ".join(f"{k}: {'met' if ok else 'NOT met'}" for k, ok in v.items()) + ".\n")
+    out.append("The same behaviours are pinned by tests: `python -m pytest -q tests/agent/serving/`.\n")
+    return "\n".join(x if x.endswith("\n") else x + "\n" for x in out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,13 +46,14 @@ import re
 import threading
 import time
 import uuid
-import weakref
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lumenrec.agent.serving.openai_compat import check_params, cut, derived_id, message_text, words
+from lumenrec.agent.serving.turns import (Admission, ClientGone, Deadline, GuardedStore, SessionGone, SessionLocks, Shed,
+                                          Turn, TurnCancelled)
 from lumenrec.errors import (ConfigError, ItemIndexError, LumenrecError, MissingExtraError, StoreError,
                              ToolInputError)
 
@@ -380,194 +381,8 @@ def _error(status: int, message: str, type_: str, request_id: str = "", code: st
                         content={"error": {"message": message, "type": type_, "code": code, "request_id": request_id}})
 
 
-class _SessionLocks:
-    """One lock per session key, dropped when nobody holds a reference (turns of a session run in order)."""
-
-    def __init__(self) -> None:
-        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
-        self._guard = threading.Lock()
-
-    def get(self, key: str) -> threading.Lock:
-        with self._guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = threading.Lock()
-                self._locks[key] = lock
-            return lock
-
-
-class _Shed(Exception):
-    """The server is full: 503 + Retry-After."""
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class _ClientGone(Exception):
-    """The client closed the connection: nothing to answer, nothing applied."""
-
-
-class _TurnCancelled(Exception):
-    """The turn was cancelled (client gone, deadline) before it wrote anything."""
-
-
-class _Deadline(Exception):
-    """The turn missed its deadline and was cancelled before it wrote anything: 504."""
-
-
-class _SessionGone(Exception):
-    """The session was deleted (or expired) while the turn ran: the DELETE wins, 404."""
-
-
-class _Admission:
-    """A bounded, fair (FIFO) queue in front of the turn workers.
-
-    ``slots`` turns run at once; up to ``max_queue`` wait; the rest are refused at once. Waiters are
-    futures of whatever event loop they run on, granted from any thread, so it works the same under
-    uvicorn and under a test client. A waiter that gives up (timeout, client gone) leaves the queue;
-    a slot granted to it in that instant is passed on, never lost.
-    """
-
-    class _Waiter:
-        __slots__ = ("loop", "fut", "granted")
-
-        def __init__(self, loop, fut) -> None:
-            self.loop, self.fut, self.granted = loop, fut, False
-
-    def __init__(self, slots: int, max_queue: int, timeout_s: float) -> None:
-        self.slots, self.max_queue, self.timeout_s = int(slots), int(max_queue), float(timeout_s)
-        self._free = int(slots)
-        self._waiters: deque = deque()
-        self._lock = threading.Lock()
-        self.shed = 0  # refused so far (full queue or waited too long)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    @property
-    def running(self) -> int:
-        return self.slots - self._free
-
-    async def acquire(self, gone: Callable[[], Any] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._free > 0 and not self._waiters:
-                self._free -= 1
-                return
-            if len(self._waiters) >= self.max_queue:
-                self.shed += 1
-                raise _Shed(f"the server is at capacity ({self.slots} turns running, {len(self._waiters)} waiting); "
-                            "retry shortly", max(1.0, self.timeout_s / 4))
-            w = self._Waiter(loop, loop.create_future())
-            self._waiters.append(w)
-        deadline = time.monotonic() + self.timeout_s
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    with self._lock:
-                        self.shed += 1
-                    raise _Shed(f"no turn slot became free within {self.timeout_s:g} s; retry shortly",
-                                max(1.0, self.timeout_s / 4))
-                await asyncio.wait({w.fut}, timeout=min(0.25, left))
-                if w.fut.done():
-                    return
-                if gone is not None and await gone():
-                    raise _ClientGone()
-        except BaseException:
-            with self._lock:
-                if w.granted:
-                    self._release_locked()  # granted in the same instant: pass the slot on
-                else:
-                    try:
-                        self._waiters.remove(w)
-                    except ValueError:
-                        pass
-            if not w.fut.done():
-                w.fut.cancel()
-            raise
-
-    def release(self) -> None:
-        with self._lock:
-            self._release_locked()
-
-    def _release_locked(self) -> None:
-        while self._waiters:
-            w = self._waiters.popleft()
-            try:
-                w.loop.call_soon_threadsafe(_grant, w.fut)
-            except RuntimeError:  # its event loop is gone (the request went with it): next waiter
-                continue
-            w.granted = True
-            return
-        self._free += 1
-
-
-def _grant(fut) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class _Turn:
-    """The cancel/commit handshake between a request and the worker running its turn: exactly one
-    of "cancelled before anything was written" and "committing (the request waits for the result)"."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.cancelled = False
-        self.committing = False
-
-    def cancel(self) -> bool:
-        """Cancel unless the turn already started writing; True when it is cancelled."""
-        with self._lock:
-            if self.committing:
-                return False
-            self.cancelled = True
-            return True
-
-    def begin_commit(self) -> None:
-        with self._lock:
-            if self.cancelled:
-                raise _TurnCancelled()
-            self.committing = True
-
-
-class _GuardedStore:
-    """The recommender's store as the server sees it: while a turn of a session runs (``running``:
-    session key -> its _Turn, whatever thread writes, e.g. the LLM router's), the session is written
-    with ``replace`` (only if it still exists at the version read: DELETE wins, concurrent replicas
-    conflict) and only if the turn's request was not cancelled. Everything else passes through."""
-
-    def __init__(self, inner, running: dict[str, "_Turn"] | None = None) -> None:
-        self.inner = inner
-        self.running = running if running is not None else {}
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.inner
-
-    def put(self, session) -> None:
-        turn = self.running.get(session.session_id)
-        if turn is None:
-            return self.inner.put(session)
-        turn.begin_commit()
-        if not self.inner.replace(session):
-            raise _SessionGone(session.session_id)
-
-
 def _item_lines(items: Sequence[dict[str, str]]) -> str:
     return "\n".join(f"{it['id']} | {it['title']} | {it.get('brand') or '-'}" for it in items)
-
-
-def _words(text: str) -> int:
-    return len(text.split())
 
 
 @dataclass
@@ -582,97 +397,6 @@ class _Principal:
 
 def _public_id(key: str) -> str:
     return key.split("|", 1)[-1]
-
-
-# OpenAI chat-completion parameters: honoured, accepted without effect (documented), or refused
-_OAI_HONOURED = {"model", "messages", "stream", "stream_options", "user", "max_tokens", "max_completion_tokens",
-                 "stop", "n", "response_format", "logprobs", "tools", "tool_choice"}
-# sampling knobs do not apply to a deterministic recommender: accepted, they change nothing
-_OAI_NO_EFFECT = {"temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "metadata", "store",
-                  "parallel_tool_calls", "service_tier"}
-
-
-def _check_openai_params(body: dict[str, Any]) -> None:
-    """400 (ToolInputError) for every parameter this endpoint cannot honour, instead of ignoring it."""
-    unknown = sorted(set(body) - _OAI_HONOURED - _OAI_NO_EFFECT)
-    if unknown:
-        raise ToolInputError(f"unsupported parameter(s) {', '.join(unknown)}: this endpoint serves the recommender "
-                             f"and honours {', '.join(sorted(_OAI_HONOURED - {'model', 'messages'}))}")
-    if body.get("n") not in (None, 1):
-        raise ToolInputError(f"n={body['n']!r} is not supported: the recommender returns one answer per turn (n=1)")
-    rf = body.get("response_format")
-    if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
-        raise ToolInputError("response_format is not supported: the reply is text listing catalogue items "
-                             "(use response_format {\"type\": \"text\"} or leave it out)")
-    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
-        raise ToolInputError("logprobs are not supported: the recommender is not a sampled language model")
-    if body.get("tools"):
-        raise ToolInputError("tools are not supported here: this endpoint IS the recommender; call its tools "
-                             "through lumenrec.tools (OpenAI schemas) or `lumenrec mcp`")
-    if body.get("tool_choice") not in (None, "none", "auto"):
-        raise ToolInputError("tool_choice must be 'none' or 'auto' (this endpoint has no tools)")
-    for name in ("max_tokens", "max_completion_tokens"):
-        v = body.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ToolInputError(f"{name} must be a positive integer, got {v!r}")
-    stop = body.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 4
-                                                           and all(isinstance(s, str) and s for s in stop))):
-        raise ToolInputError("stop must be a string or a list of up to 4 non-empty strings")
-    so = body.get("stream_options")
-    if so is not None:
-        if not body.get("stream"):
-            raise ToolInputError("stream_options is only allowed with stream: true")
-        if not isinstance(so, dict) or set(so) - {"include_usage"} or not isinstance(so.get("include_usage", False), bool):
-            raise ToolInputError("stream_options supports only {\"include_usage\": true|false}")
-    for name in _OAI_NO_EFFECT & {"temperature", "top_p", "presence_penalty", "frequency_penalty"}:
-        v = body.get(name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ToolInputError(f"{name} must be a number, got {v!r}")
-
-
-def _message_text(m: dict[str, Any], i: int) -> str:
-    """The text of one chat message (string content or text parts); 400 for anything else."""
-    content = m.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise ToolInputError(f"messages[{i}].content must be a string or a list of text parts")
-    out = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text":
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise ToolInputError(f"messages[{i}].content[{j}] is a {kind!r} part: only text parts are supported")
-        if not isinstance(part.get("text"), str):
-            raise ToolInputError(f"messages[{i}].content[{j}].text must be a string")
-        out.append(part["text"])
-    return " ".join(out)
-
-
-def _cut(text: str, max_words: int | None, stop: list[str]) -> tuple[str, str]:
-    """`text` cut at the first stop sequence and at `max_words` words; (text, finish_reason)."""
-    finish = "stop"
-    for s in stop:
-        i = text.find(s)
-        if i >= 0:
-            text = text[:i]
-    if max_words is not None and _words(text) > max_words:
-        # keep the original spacing of the first max_words words
-        n, out = 0, []
-        for m in re.finditer(r"\S+\s*", text):
-            n += 1
-            out.append(m.group(0))
-            if n >= max_words:
-                break
-        text, finish = "".join(out).rstrip(), "length"
-    return text, finish
-
-
-def _derived_id(principal: str, user: str | None, user_texts: Sequence[str]) -> str:
-    h = hashlib.sha256(json.dumps([principal, user or "", list(user_texts)], ensure_ascii=False).encode("utf-8"))
-    return "oai-" + h.hexdigest()[:32]
 
 
 def create_app(recommender, config: ServeConfig | None = None):
@@ -690,7 +414,7 @@ def create_app(recommender, config: ServeConfig | None = None):
 
     cfg = config or ServeConfig()
     rec = recommender
-    inner = rec.store.inner if isinstance(rec.store, _GuardedStore) else rec.store
+    inner = rec.store.inner if isinstance(rec.store, GuardedStore) else rec.store
     if isinstance(inner, InMemorySessionStore):  # the library default: swap in the server's memory store
         mem = MemorySessionStore(ttl_s=cfg.session_ttl_s)
         for blob in list(inner._data.values()):
@@ -702,12 +426,12 @@ def create_app(recommender, config: ServeConfig | None = None):
                               "(MemorySessionStore, SQLiteSessionStore or PostgresSessionStore)")
     if hasattr(inner, "ttl_s"):
         inner.ttl_s = float(cfg.session_ttl_s)
-    running: dict[str, _Turn] = {}  # session key -> the turn running on it (one at a time: the session lock)
-    store = _GuardedStore(inner, running)
+    running: dict[str, Turn] = {}  # session key -> the turn running on it (one at a time: the session lock)
+    store = GuardedStore(inner, running)
     rec.store = store
     limiter = RateLimiter(cfg.rate_limit_per_min)
-    locks = _SessionLocks()
-    admission = _Admission(cfg.max_concurrent_turns, cfg.max_queue, cfg.queue_timeout_s)
+    locks = SessionLocks()
+    admission = Admission(cfg.max_concurrent_turns, cfg.max_queue, cfg.queue_timeout_s)
     turn_pool = concurrent.futures.ThreadPoolExecutor(max_workers=cfg.max_concurrent_turns, thread_name_prefix="lumenrec-turn")
     probe_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lumenrec-ready")
     created_at = int(time.time())
@@ -730,7 +454,7 @@ def create_app(recommender, config: ServeConfig | None = None):
     class ChatMessage(BaseModel):
         model_config = ConfigDict(extra="allow")
         role: str
-        content: Any = None  # checked by _message_text: a 400 naming the place
+        content: Any = None  # checked by message_text: a 400 naming the place
 
     class ChatCompletionIn(BaseModel):
         model_config = ConfigDict(extra="allow")
@@ -778,23 +502,23 @@ def create_app(recommender, config: ServeConfig | None = None):
         return _error(503, f"the session store is unavailable, nothing was saved; retry shortly ({exc})",
                       "store_unavailable", rid_of(request), headers={"Retry-After": "2"})
 
-    @app.exception_handler(_Shed)
-    async def on_shed(request: Request, exc: _Shed):
+    @app.exception_handler(Shed)
+    async def on_shed(request: Request, exc: Shed):
         return _error(503, str(exc), "overloaded", rid_of(request), code="server_busy",
                       headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
 
-    @app.exception_handler(_Deadline)
-    async def on_deadline(request: Request, exc: _Deadline):
+    @app.exception_handler(Deadline)
+    async def on_deadline(request: Request, exc: Deadline):
         return _error(504, f"the turn did not finish within {cfg.request_timeout_s:g} s and was not applied; retry",
                       "timeout", rid_of(request), code="deadline_exceeded")
 
-    @app.exception_handler(_SessionGone)
-    async def on_gone(request: Request, exc: _SessionGone):
+    @app.exception_handler(SessionGone)
+    async def on_gone(request: Request, exc: SessionGone):
         return _error(404, f"session {_public_id(str(exc))!r} was deleted while this turn ran; the turn was not applied",
                       "invalid_request_error", rid_of(request), code="session_deleted")
 
-    @app.exception_handler(_ClientGone)
-    async def on_client_gone(request: Request, exc: _ClientGone):
+    @app.exception_handler(ClientGone)
+    async def on_client_gone(request: Request, exc: ClientGone):
         return Response(status_code=499)  # nobody reads it; the access log says the client left
 
     # -- the guard: request id, Host, auth -> principal, size limit, rate limit, JSON access log ------
@@ -942,31 +666,31 @@ def create_app(recommender, config: ServeConfig | None = None):
             out["trace"] = [{"name": s.name, "ms": round(s.ms, 2), "details": s.details} for s in reply.trace]
         return json.loads(json.dumps(out, default=str))
 
-    def work(key: str, texts: list[str], turn: _Turn, on_piece: Callable[[str], None] | None):
+    def work(key: str, texts: list[str], turn: Turn, on_piece: Callable[[str], None] | None):
         """The worker thread: wait for the session, run `texts` as turns in order (pieces of the last one
         go to `on_piece`), stop at the next step once the request is cancelled."""
         lock = locks.get(key)
         while not lock.acquire(timeout=0.05):
             if turn.cancelled:
-                raise _TurnCancelled()
+                raise TurnCancelled()
         running[key] = turn
         try:
             reply = None
             for n, text in enumerate(texts):
                 if turn.cancelled and not turn.committing:
-                    raise _TurnCancelled()
+                    raise TurnCancelled()
                 last = n == len(texts) - 1
                 gen = rec.chat_stream(key, text)
                 try:
                     for ev in gen:
                         if turn.cancelled and not turn.committing:
-                            raise _TurnCancelled()
+                            raise TurnCancelled()
                         if isinstance(ev, str):
                             if last and on_piece is not None:
                                 on_piece(ev)
                         else:
                             reply = ev
-                except (LumenrecError, _TurnCancelled, _SessionGone, StoreError):
+                except (LumenrecError, TurnCancelled, SessionGone, StoreError):
                     raise
                 except ValueError as e:  # e.g. a price bound that overflows: the input's fault, say so
                     log.warning("turn of session %s refused: %s", _public_id(key), e)
@@ -982,7 +706,7 @@ def create_app(recommender, config: ServeConfig | None = None):
         """Admit the turn (503 when full), hand it to a worker; returns (turn, future). The slot is
         released when the worker ends, whatever the request does meanwhile."""
         await admission.acquire(request.is_disconnected)
-        turn = _Turn()
+        turn = Turn()
         try:
             fut = asyncio.get_running_loop().run_in_executor(turn_pool, work, key, texts, turn, on_piece)
         except BaseException:
@@ -997,8 +721,8 @@ def create_app(recommender, config: ServeConfig | None = None):
         fut.add_done_callback(done)
         return turn, fut
 
-    async def await_turn(request: Request, turn: _Turn, fut, t0: float):
-        """The turn's reply; 504 past the deadline (turn cancelled), _ClientGone when the client left."""
+    async def await_turn(request: Request, turn: Turn, fut, t0: float):
+        """The turn's reply; 504 past the deadline (turn cancelled), ClientGone when the client left."""
         deadline = t0 + cfg.request_timeout_s
         try:
             while True:
@@ -1008,11 +732,11 @@ def create_app(recommender, config: ServeConfig | None = None):
                     return fut.result()
                 if left <= 0:
                     if turn.cancel():
-                        raise _Deadline()
+                        raise Deadline()
                     return await fut  # it is writing: the answer is the committed turn
                 if await request.is_disconnected():
                     turn.cancel()
-                    raise _ClientGone()
+                    raise ClientGone()
         except asyncio.CancelledError:
             turn.cancel()
             raise
@@ -1047,7 +771,7 @@ def create_app(recommender, config: ServeConfig | None = None):
                     item = await asyncio.wait_for(q.get(), timeout=max(0.01, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
                     if turn.cancel():
-                        for line in render(_Deadline()):
+                        for line in render(Deadline()):
                             yield line
                         return
                     continue  # committing: the reply is moments away
@@ -1089,10 +813,10 @@ def create_app(recommender, config: ServeConfig | None = None):
             return {"message": str(e), "type": "conflict_error"}
         if isinstance(e, StoreError):
             return {"message": f"the session store is unavailable, nothing was saved: {e}", "type": "store_unavailable"}
-        if isinstance(e, _Deadline):
+        if isinstance(e, Deadline):
             return {"message": f"the turn did not finish within {cfg.request_timeout_s:g} s and was not applied",
                     "type": "timeout"}
-        if isinstance(e, _SessionGone):
+        if isinstance(e, SessionGone):
             return {"message": "the session was deleted while this turn ran; the turn was not applied",
                     "type": "invalid_request_error"}
         if isinstance(e, LumenrecError):
@@ -1185,7 +909,7 @@ def create_app(recommender, config: ServeConfig | None = None):
         for i, m in enumerate(body.messages):
             if m.role not in ("system", "developer", "user", "assistant"):
                 raise ToolInputError(f"messages[{i}].role {m.role!r} is not supported (system, developer, user, assistant)")
-            text = _message_text(m.model_dump(), i)
+            text = message_text(m.model_dump(), i)
             if m.role == "user":
                 texts.append(clean_message(text, cfg.max_message_chars))
             if m.role != "system" and m.role != "developer":
@@ -1202,11 +926,11 @@ def create_app(recommender, config: ServeConfig | None = None):
             else:
                 under_cap(s)
             return key, [texts[-1]]
-        key = p.key(_derived_id(p.name, body.user, texts))
+        key = p.key(derived_id(p.name, body.user, texts))
         replay: list[str] = []
         base = None
         if len(texts) > 1:
-            prev = store.get(p.key(_derived_id(p.name, body.user, texts[:-1])))
+            prev = store.get(p.key(derived_id(p.name, body.user, texts[:-1])))
             if prev is not None:
                 under_cap(prev)
                 base = copy_session(prev, key)
@@ -1230,12 +954,12 @@ def create_app(recommender, config: ServeConfig | None = None):
             raise RequestValidationError(errs) from e
         if body.model != MODEL_ID:
             raise StarletteHTTPException(404, f"model {body.model[:64]!r} does not exist; this server serves {MODEL_ID!r}")
-        _check_openai_params(raw)
+        check_params(raw)
         p = who(request)
         key, texts = await asyncio.to_thread(resolve_conversation, p, body, x_session_id)
         max_words = raw.get("max_completion_tokens") or raw.get("max_tokens")
         stop = [raw["stop"]] if isinstance(raw.get("stop"), str) else list(raw.get("stop") or [])
-        prompt_tokens = sum(_words(_message_text(m.model_dump(), i)) for i, m in enumerate(body.messages))
+        prompt_tokens = sum(words(message_text(m.model_dump(), i)) for i, m in enumerate(body.messages))
         cid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         headers = {"X-Session-Id": _public_id(key)}
 
@@ -1248,11 +972,11 @@ def create_app(recommender, config: ServeConfig | None = None):
 
         if not body.stream:
             reply = await run_turn(request, key, texts)
-            content, finish = _cut(full_text(reply), max_words, stop)
+            content, finish = cut(full_text(reply), max_words, stop)
             return JSONResponse(headers=headers, content={
                 "id": cid, "object": "chat.completion", "created": now, "model": MODEL_ID,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
-                "usage": usage(_words(content)), "lumenrec": reply_json(reply)})
+                "usage": usage(words(content)), "lumenrec": reply_json(reply)})
 
         include_usage = bool((raw.get("stream_options") or {}).get("include_usage"))
         sent: list[str] = []  # what went out, to cut at max_tokens / stop exactly as the non-streamed reply
@@ -1272,13 +996,13 @@ def create_app(recommender, config: ServeConfig | None = None):
             if state["finish"] is not None:
                 return []
             before = "".join(sent)
-            cut, finish = _cut(before + text, max_words, stop)
-            piece = cut[len(before):] if cut.startswith(before) else ""
+            kept, finish = cut(before + text, max_words, stop)
+            piece = kept[len(before):] if kept.startswith(before) else ""
             out = []
             if piece:
                 sent.append(piece)
                 out.append(chunk({"content": piece}))
-            if finish == "length" or len(cut) < len(before + text):
+            if finish == "length" or len(kept) < len(before + text):
                 state["finish"] = finish
             return out
 
@@ -1290,7 +1014,7 @@ def create_app(recommender, config: ServeConfig | None = None):
             out = emit("\n\nItems:\n" + _item_lines(ev.items)) if ev.items else []
             out.append(chunk({}, state["finish"] or "stop", reply_json(ev)))
             if include_usage:
-                out.append(f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': now, 'model': MODEL_ID, 'choices': [], 'usage': usage(_words(''.join(sent)))})}\n\n")
+                out.append(f"data: {json.dumps({'id': cid, 'object': 'chat.completion.chunk', 'created': now, 'model': MODEL_ID, 'choices': [], 'usage': usage(words(''.join(sent)))})}\n\n")
             out.append("data: [DONE]\n\n")
             return out
 

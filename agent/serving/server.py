@@ -884,7 +884,7 @@ def create_app(recommender, config: ServeConfig | None = None):
         screen = rec.screen  # catalogue text is data: flagged parts (links, numbers, orders) are left out
         return {"id": it.id, "title": screen.title(item_id), "brand": screen.brand(item_id),
                 "categories": list(it.categories), "description": screen.description(item_id), "price": it.price,
-                "attributes": dict(it.attributes), "screened": {k: list(v) for k, v in screen.flagged.get(item_id, {}).items()}}
+                "attributes": dict(it.attributes), "screened": {k: list(v) for k, v in screen.flags(item_id).items()}}
 
     # -- OpenAI-compatible -------------------------------------------------------------------------
     def model_card() -> dict:

@@ -18,9 +18,10 @@ characters, ``hxxp``, ``[.]``, ``(at)``, ``dot``):
 
 and returns the display-safe text: the sentences (descriptions) or segments (titles, split at
 `` - ``, ``|``, ``;``, ...) that carry a flag are removed; a brand with a flag is dropped.
-:func:`screen_catalog` screens a whole catalogue once (cached on the catalogue object) and gives,
-per item, the display title, brand and description and an :class:`~lumenrec.data.types.Item` copy
-with them (:meth:`CatalogScreen.display_item`) for narrators and prompts. The catalogue itself is
+:func:`screen_catalog` is the screening of a whole catalogue (cached on the catalogue object; each
+item is screened once, when first shown) and gives, per item, the display title, brand and
+description and an :class:`~lumenrec.data.types.Item` copy with them
+(:meth:`CatalogScreen.display_item`) for narrators and prompts. The catalogue itself is
 left as loaded: retrieval models keep reading the raw text (data), only what is shown or quoted is
 screened.
 """
@@ -204,43 +205,77 @@ def screen_item(item: Item) -> ItemScreen:
 
 
 class CatalogScreen:
-    """Every item of a catalogue screened once. ``display_item(id)`` is an Item with the safe title,
-    brand and description (the description is empty when anything in it was flagged, so nothing of
-    a flagged description is ever quoted); ``flagged`` maps item id -> the flags of each field."""
+    """The screening of one catalogue, item by item, each item screened once (on first use, then
+    cached: a 100k-item catalogue does not pay for the items nobody is shown; :meth:`scan` screens
+    them all, e.g. for a report).
+
+    ``title/brand/description(id)`` are the display-safe fields; ``display_item(id)`` is an Item with
+    them (its description empty when anything in it was flagged, so nothing of a flagged description
+    is ever quoted); ``flags(id)`` maps field -> flags; ``flagged`` (after a full scan) maps every
+    flagged item id to its flags."""
 
     def __init__(self, catalog: Catalog) -> None:
-        self._screens: dict[str, ItemScreen] = {}
-        self.flagged: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._catalog = catalog
+        self._screens: dict[str, ItemScreen | None] = {}  # None: screened, nothing flagged
         self._display: dict[str, Item] = {}
-        for it in catalog:
-            s = screen_item(it)
+        self._lock = threading.Lock()
+        self._scanned = False
+
+    def _screen(self, item_id: str) -> ItemScreen | None:
+        if item_id in self._screens:
+            return self._screens[item_id]
+        it = self._catalog.get(item_id)
+        s = screen_item(it)
+        with self._lock:
             if s.flagged:
-                self._screens[it.id] = s
-                self.flagged[it.id] = s.flags
-                self._display[it.id] = dataclasses.replace(
+                self._display[item_id] = dataclasses.replace(
                     it, title=s.title, brand=s.brand, description="" if "description" in s.flags else it.description,
                     categories=list(it.categories), attributes=dict(it.attributes))
-        self._catalog = catalog
-        if self.flagged:
-            log.warning("catalogue screening: %d of %d items carry links, phone numbers, e-mail addresses or "
-                        "instructions in their text; those parts are never shown or quoted", len(self.flagged), len(catalog))
+                self._screens[item_id] = s
+            else:
+                self._screens[item_id] = None
+        return self._screens[item_id]
+
+    def scan(self) -> "CatalogScreen":
+        """Screen every item now (returns self)."""
+        if not self._scanned:
+            for it in self._catalog:
+                self._screen(it.id)
+            self._scanned = True
+            n = len(self.flagged)
+            if n:
+                log.warning("catalogue screening: %d of %d items carry links, phone numbers, e-mail addresses or "
+                            "instructions in their text; those parts are never shown or quoted", n, len(self._catalog))
+        return self
+
+    @property
+    def flagged(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """Item id -> field -> flags, for every flagged item (screens the whole catalogue on first use)."""
+        self.scan()
+        return {i: s.flags for i, s in self._screens.items() if s is not None}
+
+    def flags(self, item_id: str) -> dict[str, tuple[str, ...]]:
+        s = self._screen(item_id)
+        return dict(s.flags) if s is not None else {}
 
     def title(self, item_id: str) -> str:
-        s = self._screens.get(item_id)
+        s = self._screen(item_id)
         return s.title if s is not None else self._catalog.get(item_id).title
 
     def brand(self, item_id: str) -> str:
-        s = self._screens.get(item_id)
+        s = self._screen(item_id)
         return s.brand if s is not None else self._catalog.get(item_id).brand
 
     def description(self, item_id: str) -> str:
         """The description without its flagged sentences (for listing facts, not for quoting)."""
-        s = self._screens.get(item_id)
+        s = self._screen(item_id)
         return s.description if s is not None else self._catalog.get(item_id).description
 
     def display_item(self, item_or_id: Item | str) -> Item:
         iid = item_or_id if isinstance(item_or_id, str) else item_or_id.id
-        return self._display.get(iid) or (self._catalog.get(iid) if isinstance(item_or_id, str) else item_or_id)
+        if self._screen(iid) is None:
+            return self._catalog.get(iid) if isinstance(item_or_id, str) else item_or_id
+        return self._display[iid]
 
     def display_items(self, items: Iterable[Item]) -> list[Item]:
         return [self.display_item(it) for it in items]
@@ -250,7 +285,7 @@ _CACHE_LOCK = threading.Lock()
 
 
 def screen_catalog(catalog: Catalog) -> CatalogScreen:
-    """The catalogue's screening, computed once per catalogue object (and its size) and cached on it."""
+    """The catalogue's screening, one per catalogue object (and its size), cached on it."""
     with _CACHE_LOCK:
         got = catalog.__dict__.get("_lumenrec_screen")
         if got is not None and got[0] == len(catalog):

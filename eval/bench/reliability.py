@@ -621,6 +621,33 @@ def _bad_requests(model_id: str) -> list[tuple[str, str, Any, dict[str, str]]]:
     for text in injections:
         reqs.append(("POST", msg, {"message": text}, {}))
         reqs.append(("POST", "/v1/chat/completions", {**base, "messages": [{"role": "user", "content": text}]}, {}))
+    rng = random.Random(18)  # seeded: the same random payloads every run
+
+    def junk(depth: int = 0) -> Any:
+        kind = rng.randrange(7 if depth < 3 else 5)
+        if kind == 0:
+            return None
+        if kind == 1:
+            return rng.random() > 0.5
+        if kind == 2:
+            return rng.randint(-2**63, 2**63)
+        if kind == 3:
+            return rng.uniform(-1e300, 1e300)
+        if kind == 4:
+            return "".join(chr(rng.randrange(0, 0x2FFF)) for _ in range(rng.randrange(0, 40)))
+        if kind == 5:
+            return [junk(depth + 1) for _ in range(rng.randrange(0, 4))]
+        return {"".join(chr(rng.randrange(32, 0x2FF)) for _ in range(rng.randrange(0, 8))): junk(depth + 1)
+                for _ in range(rng.randrange(0, 4))}
+
+    for _ in range(80):
+        reqs.append(("POST", msg, {"message": junk(), **({"trace": junk()} if rng.random() < 0.3 else {})}, {}))
+    for _ in range(60):
+        reqs.append(("POST", "/v1/chat/completions", {"model": model_id, "messages": [
+            {"role": rng.choice(["user", "system", "assistant", "tool", "", "USER"]), "content": junk()}
+            for _ in range(rng.randrange(1, 4))], **({"stream": junk()} if rng.random() < 0.3 else {})}, {}))
+    for _ in range(30):
+        reqs.append(("POST", "/v1/sessions", junk(), {}))
     for path in ["/v1/items/%00", "/v1/items/" + "9" * 300, "/v1/models/%0A", "/nope", "/v1/sessions/"]:
         reqs.append(("GET", path, None, {}))
     for method in ["PUT", "PATCH", "OPTIONS", "TRACE"]:

@@ -25,7 +25,7 @@ def test_rss_and_scripts_and_bounds():
 
 def test_bad_input_list_covers_the_kinds():
     reqs = br._bad_requests("m")
-    assert len(reqs) + len(br._RAW_BAD) >= 120
+    assert len(reqs) + len(br._RAW_BAD) >= 280
     paths = {p for _, p, _, _ in reqs}
     assert "/v1/chat/completions" in paths and any(p.startswith("/v1/sessions/") for p in paths)
     assert any("victim" in p for p in paths) and any(h.get("Host") == "evil.example" for *_, h in reqs)

@@ -77,8 +77,9 @@ def _first_sentence(text: str, max_chars: int = 180) -> str:
     if len(s) > max_chars or len(s.split()) < 4 or not s[0].isalpha():
         return ""
     from lumenrec.agent.intents import INJECTION_RX  # catalogue text is data: never quote orders in it
+    from lumenrec.data.screening import screen_text
 
-    if INJECTION_RX.search(text):
+    if INJECTION_RX.search(text) or screen_text(text).flagged:  # nothing of a flagged description is quoted
         return ""
     return s if s[-1] in ".!?" else s + "."
 

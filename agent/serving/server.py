@@ -661,7 +661,8 @@ def create_app(recommender, config: ServeConfig | None = None):
             n2 += n
             items.append({**it, "why": why})
         out = {"session_id": _public_id(reply.session_id), "text": text, "items": items, "narrative": narrative,
-               "intent": reply.intent, "fallback_used": bool(reply.fallback_used), "redacted": n1 + n2}
+               "intent": reply.intent, "fallback_used": bool(reply.fallback_used), "redacted": n1 + n2,
+               "constraints": reply.constraints}
         if with_trace:
             out["trace"] = [{"name": s.name, "ms": round(s.ms, 2), "details": s.details} for s in reply.trace]
         return json.loads(json.dumps(out, default=str))
@@ -851,6 +852,22 @@ def create_app(recommender, config: ServeConfig | None = None):
         if not store.delete(key):
             raise StarletteHTTPException(404, f"no session {session_id!r}")
         return Response(status_code=204)
+
+    @app.delete("/v1/sessions/{session_id}/constraints/{field}",
+                summary="Drop one active constraint (a brand, category, attribute or price bound)")
+    def drop_constraint(session_id: str, field: str, request: Request, value: str | None = None) -> dict:
+        from lumenrec.agent.recommender import constraints_view
+
+        key = who(request).key(check_sid(session_id))
+        existing(key)
+        lock = locks.get(key)
+        if not lock.acquire(timeout=cfg.request_timeout_s):
+            raise StarletteHTTPException(409, f"session {session_id!r} is busy with a turn; try again")
+        try:
+            c = rec.remove_constraint(key, field, value)
+        finally:
+            lock.release()
+        return {"session_id": session_id, "constraints": constraints_view(c)}
 
     @app.post("/v1/sessions/{session_id}/messages", summary="One turn: items, narrative, intent, fallback flag")
     async def message(session_id: str, body: MessageIn, request: Request) -> dict:

@@ -307,3 +307,17 @@ def test_api_keys_file_and_config_checks(tmp_path):
     assert ServeConfig(host="0.0.0.0", api_keys={"k-0123456789abcdefgh": "ops"}).api_keys  # keys allow a public bind
     with pytest.raises(ConfigError, match="max_concurrent_turns"):
         ServeConfig(max_concurrent_turns=0)
+
+
+def test_replies_carry_constraints_and_one_can_be_dropped(client):
+    """The active constraints in words in every reply, and DELETE .../constraints/{field}?value= removes one."""
+    sid = client.post("/v1/sessions", json={}).json()["session_id"]
+    r = client.post(f"/v1/sessions/{sid}/messages", json={"message": "gel pens, not Pilot"}).json()
+    assert "Pilot" in r["constraints"]["active"]["exclude_brands"] and "not Pilot" in r["constraints"]["text"]
+    d = client.delete(f"/v1/sessions/{sid}/constraints/exclude_brands", params={"value": "Pilot"})
+    assert d.status_code == 200 and "exclude_brands" not in d.json()["constraints"]["active"]
+    again = client.post(f"/v1/sessions/{sid}/messages", json={"message": "gel pens"}).json()
+    assert "Pilot" not in again["constraints"]["text"]
+    bad = client.delete(f"/v1/sessions/{sid}/constraints/colour")
+    assert bad.status_code == 400 and "unknown constraint" in bad.text
+    assert client.delete("/v1/sessions/nope/constraints/max_price").status_code == 404

@@ -34,3 +34,11 @@ def test_avoided_colour_is_a_hard_filter_and_wanted_ones_score():
     facts = {"colours": item_colours(cat.get("b")), "pack": None}
     assert preference_score(cat.get("b"), facts, {"colour": "blue"}, set()) == 1
     assert preference_score(cat.get("b"), facts, {"colour": "red"}, set()) == 0
+
+
+def test_a_wanted_measure_scores_when_the_title_states_it():
+    it = Item("p", "Gel Pens, Fine Point 0.7 mm, Blue, 12 Pack")
+    facts = {"colours": item_colours(it), "pack": item_pack(it)}
+    assert preference_score(it, facts, {"size": "0.7 mm"}, set()) == 1
+    assert preference_score(it, facts, {"size": "0.5 mm"}, set()) == 0
+    assert preference_score(it, facts, {"size": "0.7 mm", "pack": "12", "colour": "blue"}, set()) == 3

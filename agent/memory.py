@@ -51,7 +51,8 @@ def needs_stated(session: Session, catalog: Catalog, parse) -> list[str]:
         else:
             kinds = [_kind(c) for c in parse(t.text).include_categories]
         for k in kinds:
-            if k and k not in needs:
+            # "printers" after "inkjet printers" (or the other way round) is the same need
+            if k and not any(k in n or n in k for n in needs):
                 needs.append(k)
     return needs
 

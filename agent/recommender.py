@@ -570,10 +570,12 @@ class Recommender:
             det.update(narrator=type(self.narrator).__name__, narrated=min(len(ids), self.config.narrate_top))
             for rank, iid in enumerate(ids, 1):
                 item = self.screen.display_item(iid)
+                if not item.brand and self.display_brand(iid):  # the narrative names the brand the title gives
+                    item = dataclasses.replace(item, brand=self.display_brand(iid))
                 why = self._narrate("endorsement", item, hist, session, crit.original or message) \
                     if rank <= self.config.narrate_top else ""
                 out_items.append((iid, why))
-                line = f"{rank}. {_item_line(item, self.display_brand(iid))}" + (f" - {why}" if why else "")
+                line = f"{rank}. {_item_line(item)}" + (f" - {why}" if why else "")
                 lines.append(line)
                 yield line + "\n"
         narrative = " ".join(w for _, w in out_items if w)

@@ -279,10 +279,17 @@ class OfflineNarrator:
         cat = _cat(item.category) if item.category else "pick"
         reasons = _request_reasons(item, critique)
         b = item.brand
-        # a noun phrase: it opens "<opener>: <reasons>." and "<opener> fits what you described." alike
-        opener = _pick([f"This {b} option" if b else "This option", f"This {b} pick in {cat}" if b else f"This pick in {cat}",
-                        f"This pick from {b}'s {cat}" if b else f"This {cat} pick", f"This {cat} pick from {b}" if b else "This one"],
-                       *key, "a")
+        # a noun phrase: it opens "<opener>: <reasons>." and "<opener> fits what you described." alike.
+        # Answering a request (critique given), the item's title stands right beside the text: not repeated;
+        # a standalone endorsement names the item by its short name.
+        if critique is None:
+            st = short_title(item)
+            by = f" from {b}" if b and b.lower() not in st.lower() else ""
+            opener = _pick([f"The {st}{by}", f"The {st}{by}, in {cat},"], *key, "a")
+        else:
+            opener = _pick([f"This {b} option" if b else "This option", f"This {b} pick in {cat}" if b else f"This pick in {cat}",
+                            f"This pick from {b}'s {cat}" if b else f"This {cat} pick", f"This {cat} pick from {b}" if b else "This one"],
+                           *key, "a")
         if reasons:
             first = f"{opener}: {_join(reasons)}."
         elif critique:

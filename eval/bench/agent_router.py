@@ -36,7 +36,10 @@ HOLDOUT_FIRST_ACCURACY = 34 / 39
 OPENINGS = {
     "dev_a": (REPO / "tests" / "agent" / "data" / "openings_dev_a.jsonl", "development: errors read while fixing"),
     "dev_b": (REPO / "tests" / "agent" / "data" / "openings_dev_b.jsonl", "development: errors read while fixing"),
-    "holdout": (REPO / "tests" / "agent" / "data" / "openings_holdout.jsonl", "written after the router was frozen"),
+    "holdout": (REPO / "tests" / "agent" / "data" / "openings_holdout.jsonl",
+                "written after the router was frozen (measured once; later compared learned-router variants)"),
+    "holdout2": (REPO / "tests" / "agent" / "data" / "openings_holdout2.jsonl",
+                 "written after every router change; measured once, decided the default backend"),
 }
 
 

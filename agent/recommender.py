@@ -317,7 +317,7 @@ class Recommender:
         with _Timer(trace, "route") as det:
             decision = router.route(message, session)
             det.update(router=type(router).__name__, intent=decision.intent.value, reason=decision.reason,
-                       confidence=round(decision.confidence, 3))
+                       confidence=round(decision.confidence, 3), **getattr(decision, "trace_details", {}))
         reply = yield from self.run_decision(session, message, decision, trace)
         return reply
 

@@ -346,7 +346,7 @@ def _complete_tools(llm: Any, req: ChatRequest) -> tuple[str, list[dict], dict]:
         raise LLMError(f"{llm.model} made no valid tool call although tool_choice={req.tool_choice!r} (this backend "
                        f"cannot constrain its output; serve a GGUF model on the llama.cpp backend)")
     if calls:
-        text = text.split("<tool_call>")[0].strip()
+        text = "" if text.strip().startswith("{") else text.split("<tool_call>")[0].strip()
     return text, calls, usage
 
 

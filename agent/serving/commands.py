@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--llm-base-url", default="http://127.0.0.1:8001/v1", help="OpenAI-compatible endpoint for --router llm")
     p.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id for --router llm")
     p.add_argument("--llm-timeout", type=float, default=60.0, help="seconds an LLM turn may take before the fallback")
+    from lumenrec.agent.hybrid import add_llm_arguments
+
+    add_llm_arguments(p)
     p.add_argument("--chroma", default=None, metavar="HOST:PORT",
                    help="retrieve through the Chroma item index on this server (built with the text encoder)")
     p.add_argument("--index-prefix", default="lumenrec-items", help="collection prefix of the Chroma index")
@@ -92,7 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServeConfig(host=args.host, port=args.port, token=args.token or None, db_path=args.db,
                          rate_limit_per_min=args.rate_limit, max_body_bytes=args.max_body_bytes,
                          max_message_chars=args.max_message_chars, log_level=args.log_level)
-    serve(config, build_recommender(args))
+    from lumenrec.agent.hybrid import apply_llm_arguments
+
+    serve(config, apply_llm_arguments(build_recommender(args), args))
     return 0
 
 

@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--port", type=int, default=7860, help="port to listen on")
     d.add_argument("--llm-base-url", default="", help="an OpenAI-compatible endpoint pre-filled in the LLM switch")
     d.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id served there")
+    d.add_argument("--llm", choices=["off", "local"], default="off",
+                   help="local: switch the demo's LLM on with the local model (llama.cpp; #19)")
     d.set_defaults(func=_demo)
 
 
@@ -105,5 +107,5 @@ def _demo(args: argparse.Namespace) -> int:
     from lumenrec.agent.serving.demo_app import DemoConfig, launch
 
     launch(DemoConfig(data=args.data, recommender_dir=args.recommender, host=args.host, port=args.port,
-                      llm_base_url=args.llm_base_url, llm_model=args.llm_model))
+                      llm_base_url="local" if args.llm == "local" else args.llm_base_url, llm_model=args.llm_model))
     return 0

@@ -140,3 +140,31 @@ def test_recommender_trace_says_which_path_ran(tiny_catalog):
     route2 = next(s for s in r2.trace if s.name == "route")
     assert route2.details["path"] == "llm" and route2.details["tool"] == "smalltalk" and r2.intent == "smalltalk"
     assert len(llm.calls) == 1
+
+
+def test_llm_flags_on_chat_serve_demo():
+    from lumenrec.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["chat", "--llm", "local"]).llm == "local"
+    assert p.parse_args(["chat"]).llm == "off"  # offline stays the default
+    a = p.parse_args(["serve", "--llm", "local", "--llm-threads", "2", "--llm-local-model", "0.5b"])
+    assert (a.llm, a.llm_threads, a.llm_local_model) == ("local", 2, "0.5b")
+    assert p.parse_args(["demo", "--llm", "local"]).llm == "local"
+
+
+def test_demo_switch_local_uses_the_hybrid_agent(tiny_catalog, monkeypatch):
+    import lumenrec.agent.hybrid as hybrid
+    from lumenrec.agent.recommender import Recommender
+    from lumenrec.agent.serving.demo_app import DemoBackend
+    from lumenrec.retriever.text_retriever import TextRetriever
+
+    llm = ScriptedToolLLM(("smalltalk", {}))
+    real = hybrid.enable_local_llm
+    monkeypatch.setattr(hybrid, "enable_local_llm", lambda rec, **kw: real(rec, llm, narratives=False, warmup=False))
+    backend = DemoBackend(Recommender(tiny_catalog, TextRetriever(tiny_catalog)))
+    agent = backend.agent(True, "local")
+    assert isinstance(agent.router, HybridRouter) and backend.agent(True, "local") is agent
+    assert backend.agent(False, "local") is backend.rec
+    turns = list(backend.stream(backend.new_session(""), "I'm organizing my drawer this weekend", True, "local"))
+    assert turns[-1].done and len(llm.calls) == 1

@@ -306,7 +306,8 @@ def enable_local_llm(recommender, llm=None, *, model: str | None = None, threads
     if narratives:
         from lumenrec.agent.narrative import NarrativeGenerator
 
-        recommender.narrator = NarrativeGenerator(llm, recommender.catalog)
+        recommender.narrator = NarrativeGenerator(llm, recommender.catalog, prompt_version="narrative-v2",
+                                                  max_tokens=90)
         recommender.config.narrate_top = min(int(narrate_top), recommender.config.top_k)
     if warmup:
         router.warmup()

@@ -225,11 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     r = run_bench(cfg)
     md = to_markdown(r)
     if cfg.write_docs and not cfg.limit:
-        from lumenrec.eval.report import update_section, write_json
+        from lumenrec.eval.report import publish
 
-        write_json("critique_llm", r)
-        update_section("critique-llm", f"Command: `{r['command']}`\n\n" + md,
-                       "Agent: critique parsing, local LLM vs offline parser (#19)")
+        publish("critique_llm", r, md, "Agent: critique parsing, local LLM vs offline parser (#19)")
     print(md)
     return 0
 

@@ -254,11 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     r = run_bench(cfg)
     md = to_markdown(r)
     if cfg.write_docs and not cfg.limit:
-        from lumenrec.eval.report import update_section, write_json
+        from lumenrec.eval.report import publish
 
-        write_json("hybrid_router", r)
-        update_section("hybrid-router", f"Command: `{r['command']}`\n\n" + md,
-                       "Agent: hybrid routing with the local LLM (#19)")
+        publish("hybrid_router", r, md, "Agent: hybrid routing with the local LLM (#19)")
     print(md)
     return 0
 

@@ -148,3 +148,26 @@ def test_langchain_create_agent_makes_real_tool_calls(served):
     msgs = state["messages"]
     assert any(getattr(m, "tool_calls", None) for m in msgs)
     assert msgs[-1].type == "ai" and not msgs[-1].tool_calls and "4.99" in msgs[-1].content
+
+
+def test_hybrid_agent_with_the_real_model(llm, tiny_catalog):
+    """--llm local end to end on a tiny catalogue: a confident turn stays with the rules, an unsure one is one
+    real forced call, and the top item's narrative is streamed and grounded."""
+    from lumenrec.agent.hybrid import enable_local_llm
+    from lumenrec.agent.recommender import Recommender
+    from lumenrec.retriever.text_retriever import TextRetriever
+
+    rec = enable_local_llm(Recommender(tiny_catalog, TextRetriever(tiny_catalog)), llm)
+    events = list(rec.chat_stream("s", "I need gel pens"))
+    reply = events[-1]
+    route = next(s for s in reply.trace if s.name == "route")
+    assert route.details["path"] == "rules" and reply.items
+    assert len([e for e in events if isinstance(e, str)]) >= 3  # intro, the item line, its narrative pieces
+    why = reply.items[0]["why"]
+    assert why and rec.narrator.checker.check(why, rec.narrator.facts("endorsement", rec.catalog.get(reply.items[0]["id"]),
+                                                                      [], "I need gel pens")).supported
+    r2 = rec.chat("s", "my desk drawer is a mess this week")
+    route2 = next(s for s in r2.trace if s.name == "route")
+    assert route2.details["path"] in ("llm", "rules (llm failed)") and "why_llm" in route2.details
+    if route2.details["path"] == "llm":
+        assert route2.details["tool"] in ("recommend", "explain_item", "summarize_user", "smalltalk", "out_of_scope")

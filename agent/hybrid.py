@@ -300,9 +300,9 @@ def _last_request(session: Any) -> str | None:
 
 
 def enable_local_llm(recommender, llm=None, *, model: str | None = None, threads: int = 1, narratives: bool = True,
-                     narrate_top: int = 1, warmup: bool = True):
-    """Turn the local LLM on for a Recommender: the hybrid router, and (``narratives``) LLM narratives
-    for the top ``narrate_top`` items (each LLM narrative costs seconds on a CPU; the rest get none).
+                     narrate_top: int = 1, warmup: bool = True, routing: bool = True):
+    """Turn the local LLM on for a Recommender: the hybrid router (``routing``), and (``narratives``) LLM
+    narratives for the top ``narrate_top`` items (each costs seconds on a CPU; the rest get none).
 
     `llm` defaults to the best installed local model on llama.cpp (:func:`make_local_llm`). Returns the
     recommender. Offline stays the default everywhere; this is what ``--llm local`` does.
@@ -313,14 +313,15 @@ def enable_local_llm(recommender, llm=None, *, model: str | None = None, threads
         llm = make_local_llm(model, num_threads=threads, fallback=False)
     router = HybridRouter(llm, offline=recommender.offline_router, parser=recommender.parser,
                           catalog=recommender.catalog)
-    recommender.router = router
+    if routing:
+        recommender.router = router
     if narratives:
         from lumenrec.agent.narrative import NarrativeGenerator
 
         recommender.narrator = NarrativeGenerator(llm, recommender.catalog, prompt_version="narrative-v2",
                                                   max_tokens=90)
         recommender.config.narrate_top = min(int(narrate_top), recommender.config.top_k)
-    if warmup:
+    if warmup and routing:
         router.warmup()
     return recommender
 

@@ -70,7 +70,10 @@ class NarrativeBenchConfig:
     ilm_checkpoint: str | None = None  # ILM item vectors; None = MiniLM stand-in vectors
     cache_path: str | None = None  # per-item JSONL cache; None = <cache>/bench/narratives.jsonl
     max_tokens: int = 120  # per LLM answer, as NarrativeGenerator's default
-    write_docs: bool = True  # docs/results/narratives.json + a docs/benchmarks.md section
+    write_docs: bool = True  # docs/results/<name>.json + a docs/benchmarks.md section
+    # the results' name: "narratives" (the published SmolLM2 run) or another one, e.g. "narratives_local" for a
+    # run of the local model beside the offline narrator that must not overwrite the published table
+    name: str = "narratives"
     # score only narratives already in the cache, generate nothing (to publish a run stopped part-way;
     # each row then reports its own n and the run is labelled partial)
     cached_only: bool = False
@@ -252,7 +255,7 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
 
             llm = _Counting(OpenAILLM(cfg.base_url, cfg.model or "default"), count_tokens)
             narr, tag = NarrativeGenerator(llm, cat, max_tokens=cfg.max_tokens), f"openai:{cfg.base_url}:{cfg.model}"
-        todo = [(k, c) for k in cfg.kinds for c in convs]
+        todo = [(k, c) for c in convs for k in cfg.kinds]  # conversation by conversation: a partial run covers every kind
         bar = tqdm(todo, desc=f"narratives {gen_name}", unit="text", disable=not cfg.progress)
         for kind, conv in bar:
             key = f"{gen_name}|{tag}|{PROMPT_VERSION}|{cfg.max_tokens}|{kind}|{conv.user_id}|{conv.target}"
@@ -387,7 +390,8 @@ def _paired(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
 def _write_docs(result: dict[str, Any]) -> None:
     from lumenrec.eval.report import markdown_table, update_section, write_json
 
-    write_json("narratives", result)
+    name = result["config"].get("name", "narratives")
+    write_json(name, result)
     headers = ["generator", "kind", "n", "ROUGE-L", "BLEU", "cosine", "unsupp. before", "unsupp. after",
                "fallback", "words", "templ. rep.", "p50 s", "p95 s", "first token p50 s", "first piece p50 s", "tok/s"]
     rows = [[r["generator"], r["kind"], r["n"], r["rougeL"], r["bleu"], r["cosine"], r["unsupported_before"],
@@ -403,6 +407,7 @@ def _write_docs(result: dict[str, Any]) -> None:
             "text after the grounding checker (regenerate, repair, offline fallback); fallback: share that ended "
             "with the offline narrator. Latency covers all attempts of one narrative on 1 CPU thread.\n\n"
             "Command: `python -m lumenrec.eval.bench.narratives" + (f" --limit {result['config']['limit']}" if result['config']['limit'] else "")
+            + (f" --generators {','.join(result['config']['generators'])} --name {name}" if name != "narratives" else "")
             + (" --kinds " + ",".join(result["config"]["kinds"]) if tuple(result["config"]["kinds"]) != NARRATIVE_KINDS else "")
             + (" --ilm-checkpoint ILM_DIR" if result["config"].get("ilm_checkpoint") else "")
             + (" --cached-only" if result["config"].get("cached_only") else "") + "`"
@@ -420,8 +425,8 @@ def _write_docs(result: dict[str, Any]) -> None:
                                         "fallback"], prow, floatfmt=".3f")
     else:
         tail = ""
-    update_section("narratives", note + markdown_table(headers, rows, floatfmt=".3f") + tail,
-                   title="Narratives (REGEN dev set)")
+    update_section(name.replace("_", "-"), note + markdown_table(headers, rows, floatfmt=".3f") + tail,
+                   title="Narratives (REGEN dev set)" if name == "narratives" else f"Narratives (REGEN dev set): {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -439,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="per-item JSONL cache (default <cache>/bench/narratives.jsonl)")
     p.add_argument("--max-tokens", type=int, default=120)
     p.add_argument("--no-docs", action="store_true", help="do not write docs/results and docs/benchmarks.md")
+    p.add_argument("--name", default="narratives", help="results name (docs/results/NAME.json, its own section)")
     p.add_argument("--start", type=int, default=0,
                    help="skip the first N conversations (split generation across processes, each with its own --cache)")
     p.add_argument("--cached-only", action="store_true",
@@ -450,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         data=a.data, limit=a.limit, kinds=tuple(k.strip() for k in a.kinds.split(",") if k.strip()),
         generators=tuple(g.strip() for g in a.generators.split(",") if g.strip()), base_url=a.base_url, model=a.model,
         adaptor_dir=a.adaptor, ilm_checkpoint=a.ilm_checkpoint, cache_path=a.cache, max_tokens=a.max_tokens,
-        local_model=a.local_model, local_threads=a.local_threads,
+        local_model=a.local_model, local_threads=a.local_threads, name=a.name,
         write_docs=not a.no_docs, progress=not a.no_progress, cached_only=a.cached_only, start=a.start)
     res = run_bench(cfg)
     print(json.dumps(res["results"], indent=2))

@@ -200,20 +200,22 @@ class LlamaCppLLM:
         return len(self.tokenize(self.render(messages)))
 
     def grammar(self, schema: dict | None):
-        """A compiled llama.cpp grammar for a JSON schema (None: any JSON value), cached."""
-        llama_cpp = _import_llama_cpp()
-        key = json.dumps(schema, sort_keys=True) if schema is not None else ""
+        """A compiled llama.cpp grammar for a JSON schema (None: any JSON value), cached per schema.
+
+        Property order matters (the model must write "name" before "arguments"), so neither the cache key
+        nor the compiled schema is ever key-sorted.
+        """
+        key = json.dumps(schema) if schema is not None else ""
         g = self._grammars.get(key)
         if g is None:
+            _import_llama_cpp()
             from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
             try:
-                # property order matters (the model writes "name" before "arguments"): never the sorted key
-                g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False) if schema is not None else \
+                g = LlamaGrammar.from_json_schema(key, verbose=False) if schema is not None else \
                     LlamaGrammar.from_string(JSON_GBNF, verbose=False)
             except Exception as e:
                 raise ToolInputError(f"the JSON schema cannot be turned into a grammar: {type(e).__name__}: {e}") from e
-            del llama_cpp
             self._grammars[key] = g
         return g
 

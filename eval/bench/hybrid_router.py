@@ -231,6 +231,13 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines.append(f"| rules (route()) | {r['n']} | {r['rules_ms_p50'] / 1000:.5f} | {r['rules_ms_p95'] / 1000:.5f} |")
     if r.get("why_sent"):
         lines += ["", "Why the hybrid sent a turn: " + ", ".join(f"{k}: {v}" for k, v in r["why_sent"].items()) + "."]
+    lines += ["", "Prompt history (disclosed): `hybrid-route-v1` was frozen before the set was written, smoke-run on "
+              "its first 4 turns (0/4: shopping requests sent to clarify/summarize_user), then `hybrid-route-v2` was "
+              "tuned on 18 messages of the offline router's own set (`tests/agent/data/intents.jsonl`), not on this "
+              "set. v2 offers no clarify/refuse tools (the rules keep those intents), so the LLM alone cannot get "
+              "the set's 15 clarify and 20 injection turns right."]
+    if r.get("load_note"):
+        lines.append(r["load_note"])
     if r.get("latency_threads_intent_agreement") is not None:
         lines.append(f"Intent agreement of the two thread settings on the latency subset: "
                      f"{r['latency_threads_intent_agreement']:.3f} (KV-cache reuse can flip near-ties).")

@@ -319,7 +319,7 @@ def enable_local_llm(recommender, llm=None, *, model: str | None = None, threads
         from lumenrec.agent.narrative import NarrativeGenerator
 
         recommender.narrator = NarrativeGenerator(llm, recommender.catalog, prompt_version="narrative-v2",
-                                                  max_tokens=90)
+                                                  max_tokens=90, streaming=True)
         recommender.config.narrate_top = min(int(narrate_top), recommender.config.top_k)
     if warmup and routing:
         router.warmup()

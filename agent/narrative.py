@@ -333,10 +333,13 @@ class NarrativeGenerator:
 
     def __init__(self, llm=None, catalog: Catalog | None = None, *, checker: GroundingChecker | None = None,
                  max_tokens: int = 120, temperature: float = 0.0, regenerate: bool = True,
-                 min_words: int = 6, prompt_version: str = PROMPT_VERSION) -> None:
+                 min_words: int = 6, prompt_version: str = PROMPT_VERSION, streaming: bool = False) -> None:
         if prompt_version not in PROMPT_VERSIONS:
             raise ToolInputError(f"prompt_version must be one of {', '.join(PROMPT_VERSIONS)}, got {prompt_version!r}")
         self.prompt_version = prompt_version
+        # streaming: the recommender shows this generator's narratives piece by piece (stream()); otherwise
+        # it calls generate() (regeneration and repair before anything is shown)
+        self.streaming = bool(streaming)
         self.llm = llm
         self.catalog = catalog
         self.checker = checker or GroundingChecker(BrandVocabulary.from_catalog(catalog) if catalog else None)

@@ -463,7 +463,7 @@ class Recommender:
             det.update(narrator=type(self.narrator).__name__, narrated=min(len(ids), self.config.narrate_top))
             for rank, iid in enumerate(ids, 1):
                 item = self.catalog.get(iid)
-                if rank <= self.config.narrate_top and hasattr(self.narrator, "stream"):
+                if rank <= self.config.narrate_top and getattr(self.narrator, "streaming", False):
                     # a streaming narrator (#19): the item line first, then its narrative as it is written
                     yield f"{rank}. {_item_line(item)} - "
                     why = yield from self._narrate_stream("endorsement", item, hist, session, crit.original or message)

@@ -92,7 +92,7 @@ def test_recommender_streams_the_top_narrative(tiny_catalog):
 
     llm = Scripted(*["This pen fits your desk well. It writes smoothly for you."] * 3)
     rec = Recommender(tiny_catalog, TextRetriever(tiny_catalog), config=RecommenderConfig(narrate_top=1),
-                      narrator=NarrativeGenerator(llm, tiny_catalog, prompt_version="narrative-v2"))
+                      narrator=NarrativeGenerator(llm, tiny_catalog, prompt_version="narrative-v2", streaming=True))
     events = list(rec.chat_stream("s", "I need pens"))
     reply = events[-1]
     pieces = [e for e in events[:-1] if isinstance(e, str)]
@@ -100,3 +100,14 @@ def test_recommender_streams_the_top_narrative(tiny_catalog):
     assert reply.items[0]["why"] == "This pen fits your desk well. It writes smoothly for you."
     assert any(p == " It writes smoothly for you." for p in pieces)  # the narrative arrived in pieces
     assert len(llm.prompts) == 1 and not reply.items[1]["why"]
+
+
+def test_a_generator_that_does_not_opt_in_is_not_streamed(tiny_catalog):
+    from lumenrec.agent.recommender import Recommender, RecommenderConfig
+    from lumenrec.retriever.text_retriever import TextRetriever
+
+    llm = Scripted("This pen fits your desk well. It writes smoothly for you.")
+    rec = Recommender(tiny_catalog, TextRetriever(tiny_catalog), config=RecommenderConfig(narrate_top=1),
+                      narrator=NarrativeGenerator(llm, tiny_catalog))
+    events = [e for e in rec.chat_stream("s", "I need pens") if isinstance(e, str)]
+    assert any("This pen fits your desk well. It writes smoothly for you." in e for e in events)  # one piece

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="offline rules (default) or the LLM tool-calling agent (falls back to offline)")
     p.add_argument("--llm-base-url", default="http://127.0.0.1:8001/v1", help="OpenAI-compatible endpoint for --router llm")
     p.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id for --router llm")
+    from lumenrec.agent.hybrid import add_llm_arguments
+
+    add_llm_arguments(p)
     p.add_argument("--session", default="cli", help="session id (default: cli)")
     p.add_argument("--history", default="", help="comma-separated item ids the shopper bought before")
     p.add_argument("--load-session", default=None, help="continue a conversation saved with --save-session")
@@ -47,6 +50,9 @@ def _chat(args: argparse.Namespace) -> int:
         rec = Recommender.from_pretrained(args.model_dir, config=cfg)
     else:
         rec = Recommender.from_dataset(args.dataset, config=cfg)
+    from lumenrec.agent.hybrid import apply_llm_arguments
+
+    apply_llm_arguments(rec, args)
     sid = args.session
     if args.load_session:
         with open(args.load_session, encoding="utf-8") as f:

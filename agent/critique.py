@@ -53,6 +53,7 @@ __all__ = [
     "LLM",
     "constraint_consistency",
     "effective_brand",
+    "target_conflicts",
     "normalize_brand",
 ]
 
@@ -907,6 +908,22 @@ class CritiqueParser:
 # Measuring: are the parsed constraints consistent with the item the shopper actually bought?
 # ----------------------------------------------------------------------------------------------
 
+def target_conflicts(c: Critique, item: Item, brand: str) -> list[str]:
+    """Which of a critique's brand/category constraints would remove `item` (whose effective brand is
+    `brand`): exclude_brand, include_brand, exclude_category, include_category."""
+    path = set(item.categories)
+    kinds = []
+    if brand and brand in c.exclude_brands:
+        kinds.append("exclude_brand")
+    if c.include_brands and brand not in c.include_brands:
+        kinds.append("include_brand")
+    if path & set(c.exclude_categories):
+        kinds.append("exclude_category")
+    if c.include_categories and not (path & set(c.include_categories)):
+        kinds.append("include_category")
+    return kinds
+
+
 def constraint_consistency(conversations: Sequence[Conversation], catalog: Catalog,
                            parser: CritiqueParser | None = None) -> dict[str, Any]:
     """How often the brand/category constraints parsed from each critique would exclude its target.
@@ -931,16 +948,7 @@ def constraint_consistency(conversations: Sequence[Conversation], catalog: Catal
         times.append(time.perf_counter() - t0)
         item = catalog.get(conv.target)
         brand = effective_brand(item, parser.brand_keys)
-        path = set(item.categories)
-        kinds = []
-        if brand and brand in c.exclude_brands:
-            kinds.append("exclude_brand")
-        if c.include_brands and brand not in c.include_brands:
-            kinds.append("include_brand")
-        if path & set(c.exclude_categories):
-            kinds.append("exclude_category")
-        if c.include_categories and not (path & set(c.include_categories)):
-            kinds.append("include_category")
+        kinds = target_conflicts(c, item, brand)
         has_b = bool(c.include_brands or c.exclude_brands)
         has_c = bool(c.include_categories or c.exclude_categories)
         with_brand += has_b

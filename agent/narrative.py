@@ -19,22 +19,28 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from lumenrec.agent.grounding import (BrandVocabulary, Facts, GroundingChecker, GroundingReport, repair,
                                       split_sentences)
 from lumenrec.data.types import NARRATIVE_KINDS, Catalog, Conversation, Item
 from lumenrec.errors import LLMError, ToolInputError
 
-__all__ = ["PROMPT_VERSION", "NarrativeResult", "NarrativeGenerator", "OfflineNarrator", "build_messages",
+__all__ = ["PROMPT_VERSION", "PROMPT_VERSIONS", "NarrativeResult", "NarrativeGenerator", "OfflineNarrator",
+           "build_messages", "shopper_voice", "cap_sentences", "MAX_SENTENCES",
            "short_title"]
 
 log = logging.getLogger(__name__)
 
 # Bump when a prompt changes: stored narratives and evaluation numbers name the version they used.
+# v1 is the default (SmolLM2's published numbers); v2 (#19, the local 1.5B model) fixes what v1 let
+# through: writing as the shopper ("I highly recommend them"), small inventions, running past the
+# requested length (answers are cut to the requested number of sentences).
 PROMPT_VERSION = "narrative-v1"
+PROMPT_VERSIONS = ("narrative-v1", "narrative-v2")
 
 _SYSTEM = ("You write short texts for an office-supplies shop. Use only the facts given. Never invent numbers, "
            "prices, pack sizes, sizes, colours or brand names. Write plain sentences: no lists, no headings.")
@@ -44,6 +50,36 @@ _TASKS = {
     "endorsement": "In two or three sentences, recommend the item to this shopper, speaking to them as 'you'.",
     "user_summary": "In three sentences, describe this shopper's tastes based on their past purchases.",
 }
+
+
+_SYSTEM_V2 = ("You write for an office-supplies shop, about or to one of its shoppers. Use only the facts given "
+              "below. Never add a number, price, size, pack count, colour, material, feature or brand that is not in "
+              "the facts. Plain sentences only: no lists, headings, quotes or emojis.")
+
+_TASKS_V2 = {
+    "purchase_reason": "In one or two sentences, explain why this shopper bought the recommended item next. Write "
+                       "about them as 'this shopper' or 'they'.",
+    "endorsement": "In two sentences, tell the shopper why this item suits them. Write as the shop, to the shopper "
+                   "('you', 'your'); never write as the shopper ('I', 'my').",
+    "user_summary": "In two or three sentences, describe this shopper's tastes from their past purchases. Write about "
+                    "them as 'this shopper' or 'they'.",
+}
+# v2: the most sentences kept per kind (the model sometimes runs on past the requested length)
+MAX_SENTENCES = {"purchase_reason": 2, "endorsement": 3, "user_summary": 3}
+# the shopper's own voice in a text the shop writes ("I highly recommend them", "my desk")
+_SHOPPER_VOICE = re.compile(r"\bI\b|\bI'(?:m|ve|d|ll)\b|\b(?:my|me|mine|myself)\b", re.IGNORECASE)
+
+
+def shopper_voice(text: str) -> bool:
+    """Does the text speak as the shopper (first person singular)?"""
+    return bool(_SHOPPER_VOICE.search(text or ""))
+
+
+def cap_sentences(text: str, kind: str) -> str:
+    """The text cut to the number of sentences the v2 prompt asks for."""
+    spans = split_sentences(text)
+    n = MAX_SENTENCES.get(kind, 3)
+    return text[: spans[n - 1][1]].strip() if len(spans) > n else text
 
 
 # ---------------------------------------------------------------------------------------------- facts
@@ -92,8 +128,11 @@ def _join(names: Sequence[str]) -> str:
 
 
 def build_messages(kind: str, item: Item | None, history: Sequence[Item], critique: str | None = None,
-                   max_history: int = 8, max_description_chars: int = 300) -> list[dict]:
-    """The chat messages for one narrative: catalogue facts and history only (PROMPT_VERSION)."""
+                   max_history: int = 8, max_description_chars: int = 300,
+                   version: str = PROMPT_VERSION) -> list[dict]:
+    """The chat messages for one narrative: catalogue facts and history only (`version`, a PROMPT_VERSIONS)."""
+    if version not in PROMPT_VERSIONS:
+        raise ToolInputError(f"prompt version must be one of {', '.join(PROMPT_VERSIONS)}, got {version!r}")
     if kind not in NARRATIVE_KINDS:
         raise ToolInputError(f"narrative kind must be one of {', '.join(NARRATIVE_KINDS)}, got {kind!r}")
     lines: list[str] = []
@@ -117,8 +156,9 @@ def build_messages(kind: str, item: Item | None, history: Sequence[Item], critiq
     if critique and kind != "user_summary":
         lines.append(f'The shopper asked: "{critique.strip()}"')
     lines.append("")
-    lines.append(_TASKS[kind])
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    v2 = version == "narrative-v2"
+    lines.append((_TASKS_V2 if v2 else _TASKS)[kind])
+    return [{"role": "system", "content": _SYSTEM_V2 if v2 else _SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
 _ECHO_RE = re.compile(r"^(?:the shopper asked:|recommended item:|the shopper's past purchases|- title:)", re.IGNORECASE)
@@ -368,6 +408,8 @@ class NarrativeResult:
     unsupported_before: int = 0  # unsupported claims in the LLM's first answer
     fallback_reason: str = ""  # why the offline narrator was used, when it was
     attempts: list[str] = field(default_factory=list)  # the raw LLM answers, for inspection
+    first_token_s: float | None = None  # streamed: seconds to the model's first token
+    first_piece_s: float | None = None  # streamed: seconds to the first checked piece shown
 
 
 class NarrativeGenerator:
@@ -375,7 +417,13 @@ class NarrativeGenerator:
 
     def __init__(self, llm=None, catalog: Catalog | None = None, *, checker: GroundingChecker | None = None,
                  max_tokens: int = 120, temperature: float = 0.0, regenerate: bool = True,
-                 min_words: int = 6) -> None:
+                 min_words: int = 6, prompt_version: str = PROMPT_VERSION, streaming: bool = False) -> None:
+        if prompt_version not in PROMPT_VERSIONS:
+            raise ToolInputError(f"prompt_version must be one of {', '.join(PROMPT_VERSIONS)}, got {prompt_version!r}")
+        self.prompt_version = prompt_version
+        # streaming: the recommender shows this generator's narratives piece by piece (stream()); otherwise
+        # it calls generate() (regeneration and repair before anything is shown)
+        self.streaming = bool(streaming)
         self.llm = llm
         self.catalog = catalog
         self.checker = checker or GroundingChecker(BrandVocabulary.from_catalog(catalog) if catalog else None)
@@ -394,11 +442,11 @@ class NarrativeGenerator:
         facts = self.facts(kind, item, history, critique)
         if self.llm is None:
             return self._offline(kind, item, history, user_id, critique, facts, "no LLM configured")
-        messages = build_messages(kind, item, history, critique)
+        messages = build_messages(kind, item, history, critique, version=self.prompt_version)
         attempts: list[str] = []
         before = 0
         try:
-            first = _clean_output(self.llm.generate(messages, self.max_tokens, self.temperature))
+            first = self._clean(self.llm.generate(messages, self.max_tokens, self.temperature), kind)
             attempts.append(first)
             rep1 = self.checker.check(first, facts)
             before = len(rep1.unsupported)
@@ -409,10 +457,12 @@ class NarrativeGenerator:
                 if rep1.unsupported:
                     bad = ", ".join(f'"{c.text}"' for c in rep1.unsupported)
                     feedback = f"These details are not in the facts: {bad}. Write it again and mention only facts listed above."
+                elif self.prompt_version != PROMPT_VERSION and shopper_voice(first):
+                    feedback = "Do not write as the shopper ('I', 'my'). " + _TASKS_V2[kind]
                 else:
                     feedback = "Do not repeat the facts or the request. " + _TASKS[kind]
                 retry = messages + [{"role": "assistant", "content": first}, {"role": "user", "content": feedback}]
-                second = _clean_output(self.llm.generate(retry, self.max_tokens, self.temperature))
+                second = self._clean(self.llm.generate(retry, self.max_tokens, self.temperature), kind)
                 attempts.append(second)
                 rep2 = self.checker.check(second, facts)
                 if self._usable(second) and rep2.supported:
@@ -438,7 +488,103 @@ class NarrativeGenerator:
         return res
 
     def _usable(self, text: str) -> bool:
-        return bool(text) and len(text.split()) >= self.min_words and not _echoes_prompt(text)
+        return (bool(text) and len(text.split()) >= self.min_words and not _echoes_prompt(text)
+                and not (self.prompt_version != PROMPT_VERSION and shopper_voice(text)))
+
+    def _clean(self, text: str, kind: str) -> str:
+        t = _clean_output(text)
+        return cap_sentences(t, kind) if self.prompt_version != PROMPT_VERSION else t
+
+    def stream(self, kind: str, item: Item | None, history: Sequence[Item], *, user_id: str = "",
+               critique: str | None = None) -> Iterator[str | NarrativeResult]:
+        """The narrative as it is written: checked sentences as text pieces, then the NarrativeResult.
+
+        A sentence is the unit the grounding checker can judge, so each one is released when the model
+        finishes it and the checker supports it (an unsupported sentence, or one in the shopper's voice,
+        is dropped, never shown). Nothing usable: the offline narrative, in one piece. The result's
+        ``first_piece_s`` is the time to the first released piece, ``first_token_s`` the model's.
+        """
+        history = list(history)
+        t0 = time.perf_counter()
+        if self.llm is None or not hasattr(self.llm, "stream"):
+            res = self.generate(kind, item, history, user_id=user_id, critique=critique)
+            res.first_piece_s = res.first_token_s = time.perf_counter() - t0
+            yield res.text
+            yield res
+            return
+        facts = self.facts(kind, item, history, critique)
+        messages = build_messages(kind, item, history, critique, version=self.prompt_version)
+        limit = MAX_SENTENCES.get(kind, 3) if self.prompt_version != PROMPT_VERSION else 99
+        kept: list[str] = []
+        dropped: list[str] = []
+        raw, buf = "", ""
+        first_token = first_piece = None
+        reason = ""
+
+        def judge(sentence: str) -> str | None:
+            sent = _clean_output(sentence)
+            if not sent or _echoes_prompt(sent) or (self.prompt_version != PROMPT_VERSION and shopper_voice(sent)):
+                return None
+            return sent if self.checker.check(sent, facts).supported else None
+
+        try:
+            pieces = self.llm.stream(messages, self.max_tokens, self.temperature)
+            try:
+                for piece in pieces:
+                    if first_token is None:
+                        first_token = time.perf_counter() - t0
+                    raw += piece
+                    buf += piece
+                    while len(kept) < limit:
+                        m = re.search(r"[.!?]+(?=\s)", buf)
+                        if not m:
+                            break
+                        sentence, buf = buf[:m.end()], buf[m.end():]
+                        ok = judge(sentence)
+                        if ok is None:
+                            dropped.append(sentence.strip())
+                            continue
+                        kept.append(ok)
+                        if first_piece is None:
+                            first_piece = time.perf_counter() - t0
+                        yield ok if len(kept) == 1 else " " + ok
+                    if len(kept) >= limit:
+                        break
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()  # stop the model once enough is written
+            tail = buf.strip()
+            if len(kept) < limit and tail and tail[-1] in ".!?":  # the last sentence, if it was finished
+                ok = judge(tail)
+                if ok is None:
+                    dropped.append(tail)
+                else:
+                    kept.append(ok)
+                    if first_piece is None:
+                        first_piece = time.perf_counter() - t0
+                    yield ok if len(kept) == 1 else " " + ok
+        except LLMError as e:
+            log.warning("narrative %s: LLM stream failed, using the offline narrator: %s", kind, e)
+            reason = f"LLMError: {e}"
+        text = " ".join(kept)
+        if text and len(text.split()) >= self.min_words:
+            res = NarrativeResult(kind, text, "llm+streamed" if not dropped else "llm+streamed+repaired",
+                                  self.llm.model, prompt_version=self.prompt_version,
+                                  report=self.checker.check(text, facts), attempts=[raw])
+            res.unsupported_before = len(self.checker.check(_clean_output(raw), facts).unsupported) if raw else 0
+        else:
+            res = self._offline(kind, item, history, user_id, critique, facts,
+                                reason or ("unusable LLM output" if raw else "empty LLM output"))
+            res.attempts = [raw] if raw else []
+            if text:  # a fragment was already shown: the offline narrative follows it
+                res.text = text + " " + res.text
+            yield res.text if not text else " " + res.text[len(text) + 1:]
+            if first_piece is None:
+                first_piece = time.perf_counter() - t0
+        res.first_token_s = first_token
+        res.first_piece_s = first_piece
+        yield res
 
     def _offline(self, kind, item, history, user_id, critique, facts, reason) -> NarrativeResult:
         text = self.offline.narrate(kind, item, history, user_id=user_id, critique=critique)

@@ -370,7 +370,7 @@ class Recommender:
         with _Timer(trace, "route") as det:
             decision = router.route(message, session)
             det.update(router=type(router).__name__, intent=decision.intent.value, reason=decision.reason,
-                       confidence=round(decision.confidence, 3))
+                       confidence=round(decision.confidence, 3), **getattr(decision, "trace_details", {}))
         reply = yield from self.run_decision(session, message, decision, trace)
         return reply
 
@@ -572,12 +572,17 @@ class Recommender:
                 item = self.screen.display_item(iid)
                 if not item.brand and self.display_brand(iid):  # the narrative names the brand the title gives
                     item = dataclasses.replace(item, brand=self.display_brand(iid))
-                why = self._narrate("endorsement", item, hist, session, crit.original or message) \
-                    if rank <= self.config.narrate_top else ""
+                if rank <= self.config.narrate_top and getattr(self.narrator, "streaming", False):
+                    # a streaming narrator (#19): the item line first, then its narrative as it is written
+                    yield f"{rank}. {_item_line(item)} - "
+                    why = yield from self._narrate_stream("endorsement", item, hist, session, crit.original or message)
+                    yield "\n"
+                else:
+                    why = self._narrate("endorsement", item, hist, session, crit.original or message) \
+                        if rank <= self.config.narrate_top else ""
+                    yield f"{rank}. {_item_line(item)}" + (f" - {why}" if why else "") + "\n"
                 out_items.append((iid, why))
-                line = f"{rank}. {_item_line(item)}" + (f" - {why}" if why else "")
-                lines.append(line)
-                yield line + "\n"
+                lines.append(f"{rank}. {_item_line(item)}" + (f" - {why}" if why else ""))
         narrative = " ".join(w for _, w in out_items if w)
         return _Outcome(Intent.RECOMMEND, "\n".join(lines), out_items, narrative)
 
@@ -728,6 +733,18 @@ class Recommender:
         if hasattr(n, "generate") and not hasattr(n, "narrate"):
             return n.generate(kind, item, history, user_id=uid, critique=critique).text
         return n.narrate(kind, item, history, user_id=uid, critique=critique)
+
+    def _narrate_stream(self, kind: str, item: Item | None, history: list[Item], session: Session,
+                        critique: str | None) -> Generator[str, None, str]:
+        """Yield the narrator's pieces as they come; return the whole narrative."""
+        text = ""
+        for piece in self.narrator.stream(kind, item, history, user_id=session.user_id or session.session_id,
+                                          critique=critique):
+            if isinstance(piece, str):
+                yield piece
+            else:
+                text = piece.text
+        return text
 
     def resolve_item_ref(self, session: Session, ref: str) -> str | None:
         """An item id for a reference to a SHOWN item, first match of: an id shown in this session, a

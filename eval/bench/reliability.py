@@ -799,6 +799,8 @@ def to_markdown(res: dict[str, Any], cmd: str) -> str:
     out = [f"Command: `{cmd}` (real `lumenrec serve --data {res.get('data', 'synthetic')}` subprocesses on 127.0.0.1, "
            f"sessions in SQLite unless said; conversations from {res.get('conversations_from')}). Machine: 2 shared CPU "
            "cores; the shoppers (threads) run on the same cores as the server.\n"]
+    if res.get("note"):
+        out.append(f"Note: {res['note']}\n")
     loads = res.get("load") or []
     if loads:
         rows = []
@@ -870,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", default="load,faults,bad_inputs", help="which parts to run")
     p.add_argument("--no-baseline", action="store_true", help="skip the no-backpressure baseline")
     p.add_argument("--no-write", action="store_true", help="print only; do not write docs/")
+    p.add_argument("--note", default="", help="a sentence about the conditions of this run, printed with the figures")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the figures
@@ -880,6 +883,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cmd = "lumenrec bench reliability " + " ".join(argv if argv is not None else sys.argv[1:])
     res["command"], res["machine"] = cmd.strip(), machine_info()
+    if args.note:
+        res["note"] = args.note
     res["targets"] = _verdicts(res)
     print(json.dumps(res, indent=2))
     if not args.no_write:

@@ -69,11 +69,15 @@ def tool_call_schema(tools: list[dict], only: str | None = None) -> dict:
 
 
 def _strict(schema: dict) -> dict:
-    """The schema without the keys llama.cpp's converter does not need (descriptions, titles, defaults)."""
+    """The schema as llama.cpp's grammar converter must see it: no descriptions, titles or defaults; objects
+    closed to unknown keys; and an ``enum`` without its ``type`` (given both, the converter keeps the type
+    and drops the enum: ``{"type": ["string", "null"], "enum": ["accept", None]}`` allowed any string)."""
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items() if k not in ("description", "title", "default", "examples")}
         if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
             out["additionalProperties"] = False
+        if "enum" in out:
+            out.pop("type", None)
         return out
     if isinstance(schema, list):
         return [_strict(v) for v in schema]
@@ -205,7 +209,7 @@ class LlamaCppLLM:
         Property order matters (the model must write "name" before "arguments"), so neither the cache key
         nor the compiled schema is ever key-sorted.
         """
-        key = json.dumps(schema) if schema is not None else ""
+        key = json.dumps(_strict(schema)) if schema is not None else ""
         g = self._grammars.get(key)
         if g is None:
             _import_llama_cpp()

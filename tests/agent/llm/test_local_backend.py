@@ -49,3 +49,18 @@ def test_parse_tool_calls_reads_tags_and_bare_objects():
         [{"name": "a", "arguments": {"q": 1}}]
     assert parse_tool_calls('{{"name": "b", "arguments": {}}}') == [{"name": "b", "arguments": {}}]
     assert parse_tool_calls("no call here") == [] and parse_tool_calls('<tool_call>{"name": 3}</tool_call>') == []
+
+
+def test_enums_survive_into_the_grammar():
+    pytest.importorskip("llama_cpp")
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    from lumenrec.agent.llm.llamacpp import _strict
+
+    sch = {"type": "object", "properties": {"signal": {"type": ["string", "null"], "enum": ["accept", None],
+                                                       "description": "x"}}}
+    assert _strict(sch)["properties"]["signal"] == {"enum": ["accept", None]}
+    import json
+
+    gbnf = json_schema_to_gbnf(json.dumps(_strict(sch)))
+    assert '"\\"accept\\""' in gbnf and "string" not in gbnf.split("signal ::=")[1].splitlines()[0]

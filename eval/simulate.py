@@ -171,7 +171,40 @@ class SimulateConfig:
                 d.pop(k)
         if self.targets == "conversations":
             d.pop("num_targets")
+        d["code"] = code_digest()
+        d["built"] = {s.name: _dir_digest(s.recommender_dir) for s in self.systems if s.recommender_dir}
         return d
+
+
+def code_digest() -> str:
+    """A digest of the sources that decide what a system shows and what the shopper says (lumenrec.agent
+    without its serving apps, lumenrec.retriever, lumenrec.data, this module): a resumed run never mixes
+    records of two versions of the agent."""
+    import hashlib
+
+    import lumenrec.agent
+    import lumenrec.data
+    import lumenrec.retriever
+
+    h = hashlib.sha256()
+    for mod in (lumenrec.agent, lumenrec.retriever, lumenrec.data):
+        root = Path(mod.__file__).parent
+        for p in sorted(root.rglob("*.py")):
+            if "serving" not in p.relative_to(root).parts:
+                h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _dir_digest(directory: str) -> str:
+    """A digest of a built directory's manifest and build record (a rebuild at the same path differs)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("recommender.json", "build.json"):
+        p = Path(directory) / name
+        h.update(p.read_bytes() if p.is_file() else b"-")
+    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -241,6 +274,13 @@ _STOP = {"with", "for", "and", "the", "pack", "count", "inch", "inches", "size",
          "powershred", "magic", "cosmic", "cristal", "crystal"}
 
 
+def brand_display(name: str) -> str:
+    """A brand as a shopper types it: no HTML entities or trademark signs ("Scotch&reg;" -> "Scotch")."""
+    import html
+
+    return re.sub(r"\s+", " ", re.sub(r"[®™©]", "", html.unescape(name))).strip()
+
+
 def _unit_name(u: str) -> str:
     u = (u or "").strip(" -.").lower()
     return {"inch": "in", "inches": "in", '"': "in", "''": "in", "feet": "ft", "foot": "ft"}.get(u, u)
@@ -255,6 +295,8 @@ def sizes_of(text: str) -> set[str]:
     out: set[str] = set()
     for m in _DIMS_RX.finditer(text):
         dims = [_num(g) for g in m.groups()[:3] if g]
+        if len(dims) == 3:  # W x D x H: the item's dimensions, not a size a shopper asks for
+            continue
         unit = _unit_name(m.group(4) or "")
         out.add(" x ".join(dims) + (f" {unit}" if unit else ""))
     rest = _DIMS_RX.sub(" ", text)
@@ -434,7 +476,7 @@ def _phrase(fact: Fact, ex: FactExtractor, rng: np.random.Generator, target: Ite
             return pick(("not {c}", "no {c}")).format(c=shopper_category([v]))
         return pick(("I'm after {c}", "I meant {c}", "I really need {c}")).format(c=target.category_words)
     if fact.kind == "brand":
-        name = ex.brand_keys.get(v, v)
+        name = brand_display(ex.brand_keys.get(v, v))
         if fact.op == "exclude":
             return pick(("not {b}", "no {b} this time", "anything but {b}")).format(b=name)
         return pick(("I'd prefer {b}", "{b} would be great", "ideally from {b}")).format(b=name)
@@ -533,12 +575,14 @@ class RuleShopper:
 
     def critique(self, target: str, shown: Sequence[str], said: Sequence[Fact], order: Sequence[str],
                  rng: np.random.Generator) -> tuple[str, list[Fact]]:
-        """The next message: new points first, then points already made that the list still misses."""
+        """The next message: new points first (a feature word after every attribute, one at a time), then
+        points made once that the list still misses; a point is made at most twice; with nothing left to
+        say, "something else"."""
         cands = self.candidates(target, shown, order, rng)
-        said_keys = {f.key for f in said}
+        times = Counter(f.key for f in said)
+        said_keys = set(times)
         new = [f for f in cands if f.key not in said_keys]
-        old = [f for f in cands if f.key in said_keys]
-        # a feature word is a last resort: it comes after every unsaid attribute, and only one at a time
+        old = [f for f in cands if times[f.key] == 1]
         chosen: list[Fact] = []
         for f in sorted(new, key=lambda f: f.kind == "feature") + old:
             if len(chosen) >= self.facts_per_turn:
@@ -607,7 +651,7 @@ class LLMShopper:
         keep = []
         for f in facts:
             if f.kind == "brand":
-                keep.append(self.rule.ex.brand_keys.get(f.value, f.value))
+                keep.append(brand_display(self.rule.ex.brand_keys.get(f.value, f.value)))
             elif f.kind in ("colour", "pack", "feature") or (f.kind == "price" and f.value.startswith("$")):
                 keep.append(f.value.lstrip("$"))
         return keep

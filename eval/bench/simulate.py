@@ -34,7 +34,7 @@ PARTS = ("dev", "test", "synthetic")
 
 
 def part_config(part: str, built_dir: str, out_root: str, num_test: int = 500, seed: int = 0,
-                limit: int | None = None, synthetic_data: str = "synthetic") -> SimulateConfig:
+                limit: int | None = None, synthetic_data: str = "synthetic", resume: bool = True) -> SimulateConfig:
     """The run of one part: its dataset and targets, the four systems, its folder."""
     if part not in PARTS:
         raise ValueError(f"unknown part {part!r}; parts: {', '.join(PARTS)}")
@@ -45,15 +45,15 @@ def part_config(part: str, built_dir: str, out_root: str, num_test: int = 500, s
     data = synthetic_data if part == "synthetic" else "office-2014"
     targets = "test" if part == "test" else "conversations"
     return SimulateConfig(dataset=data, targets=targets, num_targets=num_test, systems=systems, seed=seed,
-                          limit=limit, out=str(Path(out_root) / part))
+                          limit=limit, out=str(Path(out_root) / part), resume=resume)
 
 
 def run_bench(parts: dict[str, str], out_root: str, num_test: int = 500, seed: int = 0,
-              limit: int | None = None, synthetic_data: str = "synthetic") -> dict[str, Any]:
+              limit: int | None = None, synthetic_data: str = "synthetic", resume: bool = True) -> dict[str, Any]:
     """Run (or resume) every part; {part: summary}. `parts` maps a part to its built directory."""
     out: dict[str, Any] = {}
     for part, built in parts.items():
-        cfg = part_config(part, built, out_root, num_test, seed, limit, synthetic_data)
+        cfg = part_config(part, built, out_root, num_test, seed, limit, synthetic_data, resume)
         log.info("simulate part %s: %s", part, cfg.out)
         summary = run_simulation(cfg)
         paths = write_report(summary, cfg.out)
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="only the first N targets per part (quick looks)")
     ap.add_argument("--out-root", default="runs/simulate", help="one resumable run folder per part under it")
+    ap.add_argument("--no-resume", action="store_true",
+                    help="start every part over (a run of other code, builds or settings is never resumed)")
     ap.add_argument("--no-publish", action="store_true", help="do not write docs/results/simulate.json and docs/benchmarks.md")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown parts {bad}; parts: {', '.join(PARTS)}")
     parts = {p: args.synthetic_dir if p == "synthetic" else args.office_dir for p in wanted}
-    results = run_bench(parts, args.out_root, args.num_test, args.seed, args.limit, args.synthetic_data)
+    results = run_bench(parts, args.out_root, args.num_test, args.seed, args.limit, args.synthetic_data,
+                        resume=not args.no_resume)
     md = to_markdown(results)
     print(md)
     if not args.no_publish:

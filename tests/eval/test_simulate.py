@@ -66,6 +66,7 @@ def test_facts_come_from_attributes_else_from_the_title(cat):
     ("Gel Pen, 0.7mm, 2 Count", {"0.7 mm"}, 2),
     ("Binder, 1-1/2 Inch, Black", {"1 1/2 in"}, None),
     ("Desk Lamp", set(), None),
+    ("Magazine Rack, 10.5 x 10.25 x 3.5 Inches", set(), None),  # W x D x H is no size a shopper asks for
 ])
 def test_size_and_pack_patterns(text, sizes, pack):
     assert sizes_of(text) == sizes
@@ -128,9 +129,18 @@ def test_a_point_still_missed_is_repeated_and_a_met_list_is_rejected(cat):
     said = [Fact("brand", "include", "pilot")]
     text, facts = shopper.critique("g1", ["g3"], said, ORDER, np.random.default_rng(0))
     assert facts == said and any(w in text.lower() for w in ("again", "said"))
+    # said twice already: not a third time; with nothing else to say, "something else"
+    text, facts = shopper.critique("g1", ["g3"], said * 2, ORDER, np.random.default_rng(0))
+    assert facts == [Fact("other", "exclude", "shown")]
     # g5 matches every fact of g1 (brand, type, colour, pack, price): nothing left but "something else"
     text, facts = shopper.critique("g1", ["g5"], said, ORDER, np.random.default_rng(0))
     assert facts == [Fact("other", "exclude", "shown")]
+
+
+def test_brands_are_typed_without_entities():
+    from lumenrec.eval.simulate import brand_display
+
+    assert brand_display("Scotch&reg;") == "Scotch" and brand_display("Post-it® Brand") == "Post-it Brand"
 
 
 def test_followed_checks_the_list_shown_after_a_point(cat):

@@ -5,7 +5,8 @@
 
 Parts: ``dev``: office-2014, the 150 regen-office-dev targets; ``test``: office-2014, 500 leave-one-out
 test users (last item = target, history before it; dev users left out); ``synthetic``: the synthetic
-store's conversations. Every part compares, on identical simulated shoppers (rule shopper, seed 0, up
+store's conversations; ``dev-leaf``: the dev targets with an opening that names the target's leaf
+category instead of its parent (how much a vague opening costs). Every part compares, on identical simulated shoppers (rule shopper, seed 0, up
 to 5 turns): the retriever on the history alone (no critique; the same top 5 each turn, and paged: the
 next 5 each turn), the text-only agent, and the built LUMEN agent (``Recommender.from_pretrained``).
 Each part is a resumable ``lumenrec eval simulate`` run under ``--out-root/<part>`` (its HTML report
@@ -30,7 +31,7 @@ __all__ = ["PARTS", "part_config", "run_bench", "to_markdown", "main"]
 
 log = logging.getLogger(__name__)
 
-PARTS = ("dev", "test", "synthetic")
+PARTS = ("dev", "test", "synthetic", "dev-leaf")
 
 
 def part_config(part: str, built_dir: str, out_root: str, num_test: int = 500, seed: int = 0,
@@ -44,8 +45,9 @@ def part_config(part: str, built_dir: str, out_root: str, num_test: int = 500, s
                SimSystem(name="built", recommender_dir=built_dir)]
     data = synthetic_data if part == "synthetic" else "office-2014"
     targets = "test" if part == "test" else "conversations"
+    opening = "leaf" if part == "dev-leaf" else "parent"
     return SimulateConfig(dataset=data, targets=targets, num_targets=num_test, systems=systems, seed=seed,
-                          limit=limit, out=str(Path(out_root) / part), resume=resume)
+                          limit=limit, opening=opening, out=str(Path(out_root) / part), resume=resume)
 
 
 def run_bench(parts: dict[str, str], out_root: str, num_test: int = 500, seed: int = 0,
@@ -63,7 +65,8 @@ def run_bench(parts: dict[str, str], out_root: str, num_test: int = 500, seed: i
 
 
 _TITLES = {"dev": "Office 2014, the 150 dev targets", "test": "Office 2014, 500 test users",
-           "synthetic": "Synthetic store, its conversations"}
+           "synthetic": "Synthetic store, its conversations",
+           "dev-leaf": "Office 2014 dev targets, the opening naming the leaf category (ablation)"}
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-dir", default="runs/quickstart/system", help="a `lumenrec build --data synthetic` directory")
     ap.add_argument("--synthetic-data", default="synthetic",
                     help="the store --synthetic-dir was built from (default: the generated synthetic store)")
-    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
+    ap.add_argument("--parts", default="dev,test,synthetic", help=f"comma-separated parts of {', '.join(PARTS)}")
     ap.add_argument("--num-test", type=int, default=500, help="office-2014 test users sampled (default 500)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="only the first N targets per part (quick looks)")

@@ -19,7 +19,8 @@ def test_each_part_compares_the_four_systems_on_its_targets(tmp_path):
         ("history-only", "history", False, d), ("history-paged", "history", True, d), ("text-only", "agent", False, None),
         ("built", "agent", False, d)]
     assert part_config("synthetic", d, "runs/x", synthetic_data=SMALL).dataset == SMALL
-    assert (dev.opening, part_config("dev-leaf", d, "runs/x").opening) == ("parent", "leaf")
+    leaf = part_config("dev-leaf", d, "runs/x")
+    assert (dev.opening, leaf.opening, [s.name for s in leaf.systems]) == ("parent", "leaf", ["text-only", "built"])
     with pytest.raises(ValueError, match="unknown part"):
         part_config("beauty", d, "runs/x")
 

@@ -17,6 +17,7 @@ section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -27,7 +28,7 @@ from lumenrec.eval.report import markdown_table, machine_info, update_section, w
 from lumenrec.eval.simulate import SimSystem, SimulateConfig, run_simulation
 from lumenrec.eval.simulate_report import followed_table, success_table, write_report
 
-__all__ = ["PARTS", "part_config", "run_bench", "to_markdown", "main"]
+__all__ = ["PARTS", "part_config", "run_bench", "to_markdown", "publishable", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,20 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def publishable(results: dict[str, Any], examples: int = 3) -> dict[str, Any]:
+    """The results as published: examples of critiques not followed only for the agents (the history
+    systems never read a critique), `examples` per kind."""
+    out = json.loads(json.dumps(results, default=float))
+    for s in out.values():
+        modes = {x["name"]: x.get("mode", "agent") for x in (s.get("run") or {}).get("systems", [])}
+        for name, m in s["systems"].items():
+            if modes.get(name) == "history":
+                m.pop("not_followed_examples", None)
+            else:
+                m["not_followed_examples"] = {k: v[:examples] for k, v in m.get("not_followed_examples", {}).items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lumenrec bench simulate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--office-dir", default="runs/office", help="a `lumenrec build --data office-2014` directory")
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if not args.no_publish:
         command = "lumenrec bench simulate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        write_json("simulate", {"command": command, "machine": machine_info(), "parts": results})
+        write_json("simulate", {"command": command, "machine": machine_info(), "parts": publishable(results)})
         update_section("simulate", f"Command: `{command.strip()}`\n\n{md}",
                        title="Interactive evaluation: simulated shoppers (iEvaLM protocol)")
         print("published: docs/results/simulate.json and docs/benchmarks.md (section simulate)")

@@ -41,6 +41,8 @@ def test_the_bench_runs_resumably_and_publishes(tmp_path, monkeypatch, capsys):
     part = res["parts"]["synthetic"]
     assert list(part["systems"]) == ["history-only", "history-paged", "text-only", "built"]
     assert all(s["targets"] == 3 for s in part["systems"].values())
+    assert "not_followed_examples" not in part["systems"]["history-only"]
+    assert all(len(v) <= 3 for v in part["systems"]["built"]["not_followed_examples"].values())
     assert res["command"].startswith("lumenrec bench simulate --parts synthetic")
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "<!-- bench:simulate -->" in md and "| history-paged | 3 |" in md

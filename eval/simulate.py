@@ -64,7 +64,8 @@ TARGET_SETS = ("conversations", "test")
 SHOPPERS = ("rule", "llm")
 OPENINGS = ("parent", "leaf")
 # The hard constraints a shown item is checked against (as the agent reports them in its trace).
-CHECKED_CONSTRAINTS = ("exclude_brands", "include_brands", "exclude_categories", "max_price", "min_price")
+CHECKED_CONSTRAINTS = ("exclude_brands", "include_brands", "exclude_categories", "max_price", "min_price",
+                       "avoid_attributes.colour")
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -719,8 +720,10 @@ def load_targets(cfg: SimulateConfig, dataset) -> list[SimTarget]:
 # ------------------------------------------------------------------------------------- violations
 def shown_violations(constraints: dict[str, Any], relaxed: bool, shown: Sequence[str], catalog,
                      extractor: FactExtractor) -> list[dict[str, Any]]:
-    """Shown items that break a hard constraint the agent reports (trace `constraints`). After a
-    relaxation only the brand excludes stay active (the agent keeps the shopper's "not X")."""
+    """Shown items that break a hard constraint the agent reports (trace `constraints`): excluded and
+    included brands, excluded categories, price bounds (priced items), avoided colours (an item whose
+    colours, by the shopper's own reading, are all avoided; an item of unknown colour never breaks
+    one). After a relaxation only the brand excludes stay active (the agent keeps the shopper's "not X")."""
     from lumenrec.agent.critique import normalize_brand
 
     c = constraints or {}
@@ -729,6 +732,8 @@ def shown_violations(constraints: dict[str, Any], relaxed: bool, shown: Sequence
     exc_c = set(c.get("exclude_categories") or []) if not relaxed else set()
     lo = None if relaxed else c.get("min_price")
     hi = None if relaxed else c.get("max_price")
+    avoid = {} if relaxed else (c.get("avoid_attributes") or {})
+    avoid_col = {_COLOUR_NORM.get(x.strip(), x.strip()) for x in str(avoid.get("colour", "")).split(",") if x.strip()}
     out = []
     for iid in shown:
         it = catalog.get(iid)
@@ -744,6 +749,9 @@ def shown_violations(constraints: dict[str, Any], relaxed: bool, shown: Sequence
             out.append({"item": iid, "constraint": "max_price", "value": hi})
         if it.price is not None and lo is not None and it.price < float(lo):
             out.append({"item": iid, "constraint": "min_price", "value": lo})
+        cols = set(extractor.facts(iid).colours)
+        if avoid_col and cols and cols <= avoid_col:
+            out.append({"item": iid, "constraint": "avoid_attributes.colour", "value": sorted(cols)})
     return out
 
 

@@ -42,7 +42,8 @@ def markdown_summary(summary: dict[str, Any], title: str = "Simulated shoppers")
              f"{summary['num_targets']} simulated shoppers on `{run.get('dataset')}` (targets: {run.get('targets')}, "
              f"shopper: {run.get('shopper')}, seed {run.get('seed')}). success@t: the hidden target is among the items "
              f"shown by turn t (turn 1 is the opening). Violations: shown items that break a hard constraint the agent "
-             "itself reports (excluded/included brands, excluded categories, price bounds); 0 for a correct agent.",
+             "itself reports (excluded/included brands, excluded categories, price bounds, avoided colours); 0 for a "
+             "correct agent.",
              "", "## Success by turn", "", success_table(summary), ""]
     rows = []
     for name, s in summary["systems"].items():

@@ -213,6 +213,11 @@ def test_violations_are_counted_from_a_broken_agent(cat):
     assert s["list"][0]["title"].startswith("HP gel pens")
     assert shown_violations({"max_price": 8.0, "min_price": 4.0}, False, ["g1", "b1", "g3"], cat, ex) == [
         {"item": "g1", "constraint": "max_price", "value": 8.0}, {"item": "b1", "constraint": "min_price", "value": 4.0}]
+    # an avoided colour: g4 is red only; g1 black; t1 black; the notebook green by its attribute
+    assert shown_violations({"avoid_attributes": {"colour": "red,green"}}, False, ["g4", "g1", "a1", "t1"], cat, ex) == [
+        {"item": "g4", "constraint": "avoid_attributes.colour", "value": ["red"]},
+        {"item": "a1", "constraint": "avoid_attributes.colour", "value": ["green"]}]
+    assert shown_violations({"avoid_attributes": {"colour": "red"}}, True, ["g4"], cat, ex) == []  # relaxed
 
 
 def test_the_real_agent_breaks_none_of_its_constraints(cat):

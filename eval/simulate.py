@@ -36,7 +36,6 @@ with ``resume`` skips the pairs already there.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -63,9 +62,6 @@ RECORDS = "records.jsonl"
 TARGET_SETS = ("conversations", "test")
 SHOPPERS = ("rule", "llm")
 OPENINGS = ("parent", "leaf")
-# The hard constraints a shown item is checked against (as the agent reports them in its trace).
-CHECKED_CONSTRAINTS = ("exclude_brands", "include_brands", "exclude_categories", "max_price", "min_price",
-                       "avoid_attributes.colour")
 
 
 # ------------------------------------------------------------------------------------------ configs

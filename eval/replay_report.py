@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["write_report", "summary_table", "markdown_summary", "html_report", "publish", "plot_pngs"]
+__all__ = ["write_report", "summary_table", "markdown_summary", "html_report", "html_page", "publish", "plot_pngs"]
 
 STAGES = ("route", "parse", "retrieve", "narrate", "total")
 
@@ -186,7 +186,14 @@ def plot_pngs(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> dic
 
 def html_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], title: str = "lumenrec replay") -> str:
     """A self-contained HTML page: the Markdown tables as HTML tables and the plots inline."""
-    md = markdown_summary(summary, title="")
+    captions = {"recall_by_turn": "Recall by turn", "critique_ablation": "With vs without critique",
+                "latency": "Latency distribution per stage"}
+    return html_page(title, markdown_summary(summary, title=""), plot_pngs(summary, records), captions, summary.get("run"))
+
+
+def html_page(title: str, md: str, imgs: dict[str, str], captions: dict[str, str], run: Any) -> str:
+    """A self-contained HTML page from a report's Markdown (tables, ``## `` headings, paragraphs), its
+    inline base64 PNG plots (after the first paragraph) and the run's settings (JSON at the end)."""
     body: list[str] = []
     table: list[str] = []
 
@@ -209,9 +216,6 @@ def html_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], titl
         elif ln.strip():
             body.append("<p>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(ln)) + "</p>")
     flush()
-    imgs = plot_pngs(summary, records)
-    captions = {"recall_by_turn": "Recall by turn", "critique_ablation": "With vs without critique",
-                "latency": "Latency distribution per stage"}
     figs = "".join(f'<figure><img alt="{k}" src="data:image/png;base64,{v}"><figcaption>{captions.get(k, k)}</figcaption></figure>'
                    for k, v in imgs.items())
     css = ("body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2em;max-width:1100px}"
@@ -219,7 +223,7 @@ def html_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], titl
            "th{background:#f3f3f3}figure{display:inline-block;margin:0.5em}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}</style>"
             f"</head><body><h1>{html.escape(title)}</h1>{''.join(body[:1])}<h2>Plots</h2>{figs}{''.join(body[1:])}"
-            f"<h2>Run</h2><pre>{html.escape(json.dumps(summary.get('run'), indent=1))}</pre></body></html>")
+            f"<h2>Run</h2><pre>{html.escape(json.dumps(run, indent=1))}</pre></body></html>")
 
 
 def write_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], out: str | Path) -> dict[str, Path]:

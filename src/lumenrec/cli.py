@@ -25,6 +25,7 @@ _COMMAND_MODULES = [
     "lumenrec.retriever.ilm_commands",
     "lumenrec.eval.commands",
     "lumenrec.eval.replay_commands",
+    "lumenrec.eval.simulate_commands",
     "lumenrec.agent.commands",
     "lumenrec.agent.llm.commands",
     "lumenrec.agent.serving.commands",

@@ -195,11 +195,12 @@ def _placeholder(category: str) -> str:
             f'font-family="system-ui, sans-serif" aria-hidden="true">{html.escape(initials)}</text></svg>')
 
 
-def render_cards(items: list[dict[str, Any]]) -> str:
+def render_cards(items: list[dict[str, Any]], *, prices: bool = True) -> str:
     """Item cards as HTML: rank, placeholder image, title, brand and category, price, the 'why'.
 
     `items` are dicts with id, title, brand, category, price (None: not listed) and why; text is
-    escaped here (decode entities before: :func:`clean_text`).
+    escaped here (decode entities before: :func:`clean_text`). `prices=False`: the catalogue has
+    none, which one line above the cards says (instead of 'price not listed' on every card).
     """
     if not items:
         return '<div class="lr-empty">No items yet: ask for something, e.g. "I need gel pens".</div>'
@@ -207,7 +208,7 @@ def render_cards(items: list[dict[str, Any]]) -> str:
     for i, it in enumerate(items, 1):
         meta = " &middot; ".join(html.escape(x) for x in (it.get("brand", ""), it.get("category", "")) if x)
         price = it.get("price")
-        price_html = (f'<div class="lr-price">{_money(price)}</div>' if price is not None
+        price_html = ("" if not prices else f'<div class="lr-price">{_money(price)}</div>' if price is not None
                       else '<div class="lr-price lr-none">price not listed</div>')
         why = f'<div class="lr-why">{html.escape(it["why"])}</div>' if it.get("why") else ""
         cards.append(f'<div class="lr-card" data-item-id="{html.escape(it["id"], quote=True)}">'
@@ -215,7 +216,8 @@ def render_cards(items: list[dict[str, Any]]) -> str:
                      f'<div class="lr-title">{html.escape(it["title"])}</div><div class="lr-meta">{meta}</div>'
                      f'{price_html}{why}</div></div>')
     # a horizontal strip on narrow screens scrolls: a tab stop and a name make it keyboard-reachable
-    return ('<div class="lr-cards" role="region" aria-label="Recommended items" tabindex="0">'
+    note = "" if prices else '<div class="lr-empty lr-noprices">This catalogue lists no prices.</div>'
+    return (note + '<div class="lr-cards" role="region" aria-label="Recommended items" tabindex="0">'
             + "".join(cards) + "</div>")
 
 
@@ -441,6 +443,7 @@ class DemoBackend:
         self._llm_recs: dict[str, Any] = {}
         self._probes: dict[str, tuple[float, bool, str]] = {}
         self._busy: dict[str, float] = {}
+        self._dropped: dict[str, float] = {}  # sessions cleared while a turn ran on them
         self._lock = threading.Lock()
         # Decoded once, when the data loads: what the cards, chips and panel show of every item.
         keys = {normalize_brand(b): b for b in self.catalog.brands() if normalize_brand(b)}
@@ -448,6 +451,8 @@ class DemoBackend:
             it.id: ItemView(it.id, clean_text(it.title), clean_text(effective_brand(it, keys)), clean_text(it.category),
                             it.price, _colours(it))
             for it in self.catalog}
+        # A catalogue without any price (Amazon Office 2014) says so once instead of on every card.
+        self.has_prices = any(v.price is not None for v in self.views.values())
 
     @classmethod
     def from_config(cls, cfg: DemoConfig) -> "DemoBackend":
@@ -495,7 +500,8 @@ class DemoBackend:
         if old_session_id:
             self.rec.store.delete(old_session_id)
             with self._lock:
-                self._busy.pop(old_session_id, None)
+                if self._busy.pop(old_session_id, None) is not None:  # its turn still runs: drop what it saves
+                    self._dropped[old_session_id] = time.monotonic()
         return self.new_session(user_choice)
 
     def opening_hint(self, user_choice: str = "") -> str:
@@ -521,6 +527,9 @@ class DemoBackend:
     def release(self, session_id: str | None) -> None:
         with self._lock:
             self._busy.pop(session_id or "", None)
+            dropped = self._dropped.pop(session_id or "", None) is not None
+        if dropped:  # cleared while its turn ran: the turn saved it again
+            self.rec.store.delete(session_id)
 
     def is_busy(self, session_id: str) -> bool:
         with self._lock:
@@ -783,22 +792,25 @@ def build_app(backend: DemoBackend, cfg: DemoConfig | None = None):
 
         controls = [box, send, *chips, *cons]
 
-        def _panel(s) -> dict:
-            parts = [w for w, _ in backend.constraints(s)][:MAX_CONSTRAINTS]
-            upd = {cons_head: render_constraints_head(parts), side: backend.side_panel(s)}
-            for i, b in enumerate(cons):
-                upd[b] = gr.update(value=parts[i] + REMOVE_MARK, visible=True) if i < len(parts) \
-                    else gr.update(value="", visible=False)
-            return upd
+        def _slots(buttons, labels: list[str], enable: bool) -> dict:
+            """Fill the first len(labels) buttons, hide the rest (`enable`: also make them clickable)."""
+            extra = {"interactive": True} if enable else {}
+            return {b: gr.update(value=labels[i], visible=True, **extra) if i < len(labels)
+                    else gr.update(value="", visible=False, **extra) for i, b in enumerate(buttons)}
 
-        def _chips(labels: list[str]) -> dict:
-            return {b: gr.update(value=labels[i], visible=True) if i < len(labels) else gr.update(value="", visible=False)
-                    for i, b in enumerate(chips)}
+        def _panel(s, enable: bool = False) -> dict:
+            parts = [w for w, _ in backend.constraints(s)][:MAX_CONSTRAINTS]
+            return {cons_head: render_constraints_head(parts), side: backend.side_panel(s),
+                    **_slots(cons, [w + REMOVE_MARK for w in parts], enable)}
+
+        def _chips(labels: list[str], enable: bool = False) -> dict:
+            return _slots(chips, labels, enable)
 
         def start(choice, old):
             s = backend.reset(old, choice or "")
-            return {sid: s, chat: [], cards: render_cards([]), box: backend.opening_hint(choice or ""),
-                    status: render_status(""), pending: "", **_chips([]), **_panel(s)}
+            return {sid: s, chat: [], cards: render_cards([]), status: render_status(""), pending: "",
+                    **_chips([], enable=True), **_panel(s, enable=True), send: gr.update(interactive=True),
+                    box: gr.update(value=backend.opening_hint(choice or ""), interactive=True)}
 
         def accepter(from_box: bool):
             def accept(message, history, s):
@@ -867,7 +879,7 @@ def build_app(backend: DemoBackend, cfg: DemoConfig | None = None):
                 out = {chat: history, status: render_status(f"Answered in {waited:.0f} s." if waited >= 3 else ""),
                        **_panel(s)}
                 if upd.show_cards:
-                    out.update({cards: render_cards(upd.items), **_chips(upd.chips)})
+                    out.update({cards: render_cards(upd.items, prices=backend.has_prices), **_chips(upd.chips)})
                 yield out
 
         def unlock(s):
@@ -887,18 +899,20 @@ def build_app(backend: DemoBackend, cfg: DemoConfig | None = None):
         def check_llm(on, url):
             return backend.check_llm(bool(on), url or "")
 
-        reset_outs = [sid, chat, cards, box, status, pending, cons_head, side, *cons, *chips]
+        reset_outs = [sid, chat, cards, box, send, status, pending, cons_head, side, *cons, *chips]
         turn_outs = [chat, cards, status, cons_head, side, *cons, *chips]
-        app.load(start, [user, sid], reset_outs)
-        user.change(start, [user, sid], reset_outs)
-        restart.click(start, [user, sid], reset_outs)
-        chat.clear(start, [user, sid], reset_outs)
-
         accept_outs = [sid, pending, chat, status, *controls]
+        turns = []
         for trigger, src in ((box.submit, box), (send.click, box), *((b.click, b) for b in chips)):
-            (trigger(accepter(src is box), [src, chat, sid], accept_outs, queue=False)
-             .then(respond, [pending, chat, sid, use_llm, base_url], turn_outs, show_progress="hidden")
-             .then(unlock, [sid], controls, queue=False))
+            turn = (trigger(accepter(src is box), [src, chat, sid], accept_outs, queue=False)
+                    .then(respond, [pending, chat, sid, use_llm, base_url], turn_outs, show_progress="hidden"))
+            turn.then(unlock, [sid], controls, queue=False)
+            turns.append(turn)
+        app.load(start, [user, sid], reset_outs)
+        # a new chat stops a running turn's updates (its session is dropped, see DemoBackend.reset)
+        user.change(start, [user, sid], reset_outs, cancels=turns)
+        restart.click(start, [user, sid], reset_outs, cancels=turns)
+        chat.clear(start, [user, sid], reset_outs, cancels=turns)
         for b in cons:
             b.click(remove, [b, sid], [status, cons_head, side, *cons])
         base_url.submit(check_llm, [use_llm, base_url], [llm_status])

@@ -198,6 +198,29 @@ def test_clear_drops_the_session_and_its_constraints(backend):
     assert backend.constraints(new) == []
 
 
+def test_clear_during_a_turn_does_not_bring_the_old_session_back(backend):
+    sid = backend.new_session("")
+    assert backend.claim(sid)  # a turn is running
+    new = backend.reset(sid, "")
+    ups = list(backend.stream(sid, "I need gel pens, not BIC", claimed=True))  # ... and finishes after Clear
+    assert ups[-1].items
+    assert backend.rec.store.get(sid) is None and backend.rec.store.get(new).constraints.is_empty()
+    assert not backend.is_busy(sid)
+
+
+def test_a_catalogue_without_prices_says_so_once():
+    from lumenrec.agent.recommender import Recommender
+
+    cat = Catalog([Item("a", "Stapler, black", "Swingline", ["Office", "Staplers"]),
+                   Item("b", "Stapler, blue", "Bostitch", ["Office", "Staplers"])])
+    b = DemoBackend(Recommender(cat, KeywordRetriever(cat)))
+    assert not b.has_prices and _tiny_backend().has_prices
+    html = render_cards(b.item_cards([{"id": "a"}, {"id": "b"}]), prices=b.has_prices)
+    assert html.count("This catalogue lists no prices.") == 1 and "price not listed" not in html
+    assert "lr-price" not in html
+    assert not [c for c in b.chips_for(["a", "b"]) if c.startswith("under")]  # no price band without prices
+
+
 # ---------------------------------------------------------------------------------------- turns
 def test_sample_user_seeds_the_session(backend):
     choices = backend.user_choices()

@@ -189,6 +189,9 @@ def _price(card: dict) -> float | None:
 
 
 def _axe(page, axe_js: Path) -> list[dict]:
+    """axe-core's WCAG 2.1 A/AA violations on the page as it is once CSS transitions have ended
+    (a button fading back from its disabled look is measured at its final colours)."""
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')", timeout=10_000)
     if not page.evaluate("() => typeof window.axe !== 'undefined'"):
         page.add_script_tag(path=str(axe_js))
     res = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
@@ -357,7 +360,15 @@ def test_demo_in_the_browser(demo_url, system, axe_js, tmp_path):
                 cards = _wait_cards(pa, before, timeout=90_000)
                 took = time.time() - t0
                 hits = stats.completions
-            users, bots = _bubbles(pa)
+                users, bots = _bubbles(pa)
+                # Clear in the middle of a slow turn: the turn's updates stop, the controls come back
+                _send(pa, "I need folders")
+                pa.locator("#lr-status").get_by_text("Still working").wait_for(timeout=10_000)
+                pa.locator('#lr-chat button[aria-label="Clear"]').click()
+                pa.wait_for_function("() => !document.querySelector('#lr-send').disabled && document.querySelectorAll("
+                                     "'#lr-chat [data-testid=\"user\"]').length === 0", timeout=10_000)
+                time.sleep(2)
+                assert _bubbles(pa) == ([], []) and not pa.locator("#lr-input textarea").is_disabled()
             assert len(users) == n_users + 1 and len(bots) == n_bots + 1, (users, bots)
             assert all(b.strip() for b in bots), bots  # never an empty bubble
             assert "fell back" in bots[-1] and stuck in bots[-1]

@@ -10,7 +10,7 @@
   "Start new chat" drop the session itself (constraints, rejections, turns), not only the display.
 - **Chips are built per reply** from what was shown (:meth:`DemoBackend.chips_for`): "not <brand>"
   for the brands present, "under $X" (the median shown price) when prices exist, "not <colour>" for
-  the colour most items share. A chip is offered only when the critique parser reads it as meant
+  the most frequent colour shown. A chip is offered only when the critique parser reads it as meant
   (so a chip always has an effect); its label is the message it sends.
 - **One turn at a time**: Send, the text box, the chips and the constraint buttons are disabled
   while a turn runs, and the backend refuses a second turn on a busy session (no empty bubble);
@@ -445,6 +445,7 @@ class DemoBackend:
         self._busy: dict[str, float] = {}
         self._dropped: dict[str, float] = {}  # sessions cleared while a turn ran on them
         self._lock = threading.Lock()
+        self._llm_lock = threading.Lock()  # building an LLM agent can take a while: not under _lock
         # Decoded once, when the data loads: what the cards, chips and panel show of every item.
         keys = {normalize_brand(b): b for b in self.catalog.brands() if normalize_brand(b)}
         self.views: dict[str, ItemView] = {
@@ -550,29 +551,26 @@ class DemoBackend:
     def chips_for(self, item_ids: list[str]) -> list[str]:
         """Critique chips for a shown list: 'not <brand>' for the (up to 2) most frequent brands shown,
         'under $X' at the median shown price when at least two shown items have different prices, and
-        'not <colour>' for the colour most shown items share. A chip is kept only when the critique
+        'not <colour>' for the most frequent colour among them. A chip is kept only when the critique
         parser reads it as meant (the brand excluded, the bound set, the colour avoided)."""
         views = [self.views[i] for i in item_ids if i in self.views]
         parse = self.rec.parser.parse
         chips: list[str] = []
         for brand, _ in Counter(v.brand for v in views if v.brand).most_common(2):
-            raw = {it.brand for it in (self.catalog.get(v.id) for v in views if v.brand == brand) if it.brand}
-            for name in dict.fromkeys([brand, *sorted(raw)]):  # the decoded name, else as the parser knows it
-                label = f"not {name}"
-                if parse(label).exclude_brands:
-                    chips.append(label)
-                    break
+            label = f"not {brand}"
+            if parse(label).exclude_brands:  # e.g. 'not AT&T' is not understood today: no chip
+                chips.append(label)
         prices = sorted(v.price for v in views if v.price is not None)
         if len(prices) >= 2 and prices[0] < prices[-1]:
             median = statistics.median(prices)
             bound = float(math.ceil(median)) if median >= 5 else round(median, 2)
             if bound >= prices[-1]:  # the median rounded up reaches the top: take the price below the top
                 bound = max(p for p in prices if p < prices[-1])
-            label = f"under ${bound:g}"
+            label = f"under ${bound:.0f}" if bound == int(bound) else f"under ${bound:.2f}"
             if parse(label).max_price == bound:
                 chips.append(label)
         colours = Counter(c for v in views for c in v.colours)
-        for colour, n in colours.most_common(1):
+        for colour, _ in colours.most_common(1):
             label = f"not {colour}"
             crit = parse(label)
             if colour in str(getattr(crit, "avoid_attributes", {}).get("colour", "")).split(","):
@@ -630,7 +628,7 @@ class DemoBackend:
 
     def _llm_recommender(self, base_url: str):
         """The Recommender with the LLM router and narrator over this URL (built once per URL)."""
-        with self._lock:
+        with self._llm_lock:
             if base_url not in self._llm_recs:
                 from lumenrec.agent.llm.backends import OpenAILLM
                 from lumenrec.agent.narrative import NarrativeGenerator

@@ -540,7 +540,6 @@ class CritiqueParser:
                 i += L
                 continue
             pol = self._polarity(toks, i, L, kind="category")
-            minimal = self._minimal_categories(names)
             if pol == "exclude":  # exclude narrowly: the most specific of the named categories
                 crit.exclude_categories.extend(c for c in sorted(self._leaf_categories(names)) if c not in crit.exclude_categories)
                 drop_spans.append(self._neg_span(toks, i, L))
@@ -688,6 +687,9 @@ class CritiqueParser:
         if m and "paper_size" not in crit.attributes and m.group(1) in {"letter", "legal", "tabloid", "a4", "a5"}:
             crit.attributes["paper_size"] = m.group(1)
         for word in ("small", "large", "big", "tiny", "huge", "compact", "mini", "medium", "slim", "thin", "wide", "narrow"):
+            # "nothing huge", "not too big": a negated size word is no wish for that size
+            if re.search(rf"\b(?:nothing|not|no|never)\s+(?:too\s+|so\s+|very\s+|that\s+)?{word}\b", text):
+                continue
             if re.search(rf"\b{word}\b", text) and "size_word" not in crit.attributes:
                 crit.attributes["size_word"] = {"big": "large", "huge": "large", "tiny": "small", "mini": "small", "thin": "slim"}.get(word, word)
         pack = None
@@ -776,7 +778,7 @@ class CritiqueParser:
             crit.ref_relation = "unlike"
 
     _ACCEPT_RX = re.compile(r"\b(i'?ll take (?:it|that|this|the|one)|i'?ll buy|i'll get (?:it|that|this|the)|add (?:it|that|this)? ?to (?:my )?cart|sold\b|that'?s (?:the one|perfect|it)|perfect[,.! ]|\bperfect$|sounds good|looks good|love it|i'?ll go with|let'?s go with|yes,? please|deal\b|buy (?:it|that|this)|order (?:it|that|this)|works for me|great,? thanks)")
-    _REJECT_RX = re.compile(r"^\s*(no|nope|nah)\b[.,! ]*(thanks|thank you)?[.! ]*$|\b(no thanks|no thank you|not that one|not this one|not that|don'?t like (?:it|that|this|them|those)|not for me|not interested|not quite|pass on (?:it|that|this)|none of (?:these|those|them)|not what i(?:'m| am) looking for|i'?ll pass|meh)\b")
+    _REJECT_RX = re.compile(r"^\s*(no|nope|nah)\b[.,! ]*(thanks|thank you)?[.! ]*$|\b(no thanks|no thank you|not that one|not this one|not that|don'?t like (?:it|that|this|them|those)|not for me|not interested|not quite|pass on (?:it|that|this)|none of (?:these|those|them)|not what i(?:'m| am) looking for|i'?ll pass|meh|something else|anything else|other options|(?:show me )?(?:some )?(?:other|different) (?:ones|options|items|picks))\b")
 
     def _signal(self, text: str, low: list[str], crit: Critique) -> None:
         if self._REJECT_RX.search(text):
@@ -824,6 +826,12 @@ class CritiqueParser:
         if not isinstance(data, dict):
             raise LLMError("the LLM JSON is not an object")
         return self.validate_llm_output(data, message, offline)
+
+    def product_words(self, text: str) -> set[str]:
+        """The words of `text` that name a product type of this catalogue (category head nouns, singular):
+        "Canon printer ink, pack of 2" -> {"printer", "ink"}; "not BIC again, cheaper" -> set()."""
+        toks = [_singular(t) for t in _TOKEN.findall((text or "").lower().replace("-", " "))]
+        return {t for t in toks if (t,) in self.cat_phrase and t not in GENERIC_HEADS}
 
     def canonical_brand(self, name: str) -> list[str]:
         """Catalogue spellings a brand name from outside (an LLM, a user) stands for; [] if unknown."""

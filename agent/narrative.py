@@ -140,6 +140,56 @@ def _clean_output(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- offline
+_BORING_ATTRS = {"line", "pack", "colour", "color", "model", "sku"}
+
+
+def _request_reasons(item: Item, critique: str | None) -> list[str]:
+    """Clauses stating which of the request's wishes the item meets, from the item's facts only."""
+    if not critique:
+        return []
+    from lumenrec import polarity
+    from lumenrec.agent.critique import COLOUR_ALIASES, COLOURS
+    from lumenrec.agent.facts import item_colours, item_pack
+
+    low = critique.lower()
+    toks = polarity.tokenize(low)
+    wanted, avoided = [], []
+    for i, t in enumerate(toks):
+        c = COLOUR_ALIASES.get(t.low, t.low)
+        if t.low in COLOURS:
+            (avoided if polarity.mention_polarity(toks, i, 1) == "exclude" else wanted).append(c)
+    colours = item_colours(item)
+    out = []
+    hit = [c for c in wanted if c in colours]
+    if hit:
+        out.append(f"it comes in {_join(hit)}, as you asked")
+    elif avoided and colours and not colours & set(avoided):
+        out.append(f"it is {_join(sorted(colours))}, not {_join(avoided)}")
+    brand = (item.brand or "").lower()
+    if brand and re.search(rf"(?<![\w-]){re.escape(brand)}(?![\w-])", low):
+        span = polarity.span_tokens(toks, low.index(brand), low.index(brand) + len(brand))
+        if span is not None and polarity.mention_polarity(toks, *span) != "exclude":
+            out.append(f"it is the {item.brand} you asked for")
+    pack = item_pack(item)
+    if pack is not None and re.search(rf"\b{pack}\b", low) and re.search(r"\b(pack|count|box|set|of)\b", low):
+        out.append(f"it comes as a pack of {pack}")
+    if item.price is not None and re.search(r"\b(cheap\w*|budget|afford\w*|inexpensive|under|less|price)\b", low):
+        out.append(f"it costs ${item.price:.2f}")
+    return out[:3]
+
+
+def _details(item: Item) -> str:
+    """One or two facts the title does not lead with: structured attributes, else the title's tail."""
+    attrs = [str(v) for k, v in sorted(item.attributes.items()) if k.lower() not in _BORING_ATTRS and v][:2]
+    if attrs:
+        return re.sub(r"[.!?](?=\s|$)", "", ", ".join(a.lower() if not any(ch.isdigit() for ch in a) else a for a in attrs))
+    head = short_title(item)
+    tail = item.title[len(head):] if item.title.startswith(head) else ""
+    parts = [p.strip(" ,;-()") for p in re.split(r",|\(|\)| - ", tail) if p.strip(" ,;-()")]
+    parts = [p for p in parts if 2 <= len(p) <= 40 and not re.fullmatch(r"[A-Z0-9-]{4,}", p)][:2]
+    return re.sub(r"[.!?](?=\s|$)", "", ", ".join(parts))  # "2 oz." must not end a sentence
+
+
 def _pick(options: Sequence[str], *key: str) -> str:
     h = hashlib.md5("|".join(key).encode("utf-8")).digest()
     return options[int.from_bytes(h[:4], "big") % len(options)]
@@ -160,7 +210,7 @@ class OfflineNarrator:
         if kind == "purchase_reason":
             return self._purchase_reason(item, list(history), key, critique)
         if kind == "endorsement":
-            return self._endorsement(item, list(history), key)
+            return self._endorsement(item, list(history), key, critique)
         return self._user_summary(list(history), key)
 
     # -- purchase_reason: 1 to 3 sentences --
@@ -204,37 +254,46 @@ class OfflineNarrator:
                               f"They have trusted {item.brand} repeatedly in the past."], *key, "c"))
         return " ".join(out[:3])
 
-    # -- endorsement: 2 to 4 sentences --
-    def _endorsement(self, item: Item, history: list[Item], key: tuple) -> str:
-        it = short_title(item)
-        by = f" from {item.brand}" if item.brand and not it.lower().startswith(item.brand.lower()) else ""
-        out = [_pick([
-            f"The {it}{by} is a good next step for you.",
-            f"Take a look at the {it}{by}.",
-            f"We think you will like the {it}{by}.",
-            f"Your next pick could be the {it}{by}.",
-        ], *key, "a")]
-        desc = _first_sentence(item.description)
-        if desc:
-            out.append(_pick([f'Its description reads: "{desc}"', f'In the maker\'s words: "{desc}"'], *key, "b"))
-        elif item.category:
-            path = " > ".join(item.categories[-2:])
-            out.append(_pick([f"It belongs in {_cat(path)}.", f"You will find it under {_cat(path)}."], *key, "b"))
-        same_brand = [h for h in history if item.brand and h.brand.lower() == item.brand.lower()]
-        same_cat = [h for h in history if item.category and h.category == item.category]
-        if same_brand:
-            out.append(_pick([f"You already know {item.brand} from the {short_title(same_brand[-1])}.",
-                              f"It comes from {item.brand}, the maker of the {short_title(same_brand[-1])} you bought."],
-                             *key, "c"))
-        elif same_cat:
-            out.append(_pick([f"It fits right in with the {short_title(same_cat[-1])} you already own.",
-                              f"It pairs naturally with the {short_title(same_cat[-1])} from your past orders."],
-                             *key, "c"))
+    # -- endorsement: 1 to 3 sentences, tied to the request --
+    def _endorsement(self, item: Item, history: list[Item], key: tuple, critique: str | None = None) -> str:
+        """Why this item, for this request: the wishes it meets (colour, brand, pack, price), a detail or two
+        the title does not lead with, and how it relates to the last purchase. The title itself is not
+        repeated (the list shows it) and descriptions are never quoted (catalogue text is data)."""
+        cat = _cat(item.category) if item.category else "pick"
+        reasons = _request_reasons(item, critique)
+        b = item.brand
+        opener = _pick([f"From {b}'s {cat}" if b else f"From {cat}", f"A {b} pick in {cat}" if b else f"A pick in {cat}",
+                        f"This {b} option" if b else "This option", f"Among {cat}, this {b} one" if b else f"Among {cat}, this one"],
+                       *key, "a")
+        if reasons:
+            first = f"{opener}: {_join(reasons)}."
+        elif critique:
+            first = _pick([f"{opener} fits what you described.", f"{opener} is a close match for your request.",
+                           f"{opener} answers what you asked for."], *key, "b")
         elif history:
-            out.append(_pick([f"It adds something new next to the {short_title(history[-1])} you bought last.",
-                              f"It broadens a collection that already includes the {short_title(history[-1])}."],
+            first = _pick([f"{opener} suits your past orders.", f"{opener} is in line with what you buy.",
+                           f"{opener} follows on from your recent orders."], *key, "b")
+        else:
+            first = _pick([f"{opener} is one of the closest matches.", f"{opener} ranks near the top for you.",
+                           f"{opener} is a strong candidate."], *key, "b")
+        out = [first[0].upper() + first[1:]]
+        details = _details(item)
+        if details:
+            out.append(_pick([f"Key details: {details}.", f"Worth knowing: {details}.", f"Details: {details}."],
                              *key, "c"))
-        return " ".join(out[:4])
+        prev = history[-1] if history else None
+        if prev is not None:
+            pt = short_title(prev)
+            if item.brand and prev.brand and item.brand.lower() == prev.brand.lower():
+                out.append(_pick([f"Same maker as the {pt} you bought last.",
+                                  f"You know {item.brand} from the {pt}."], *key, "d"))
+            elif item.category and item.category == prev.category:
+                out.append(_pick([f"An alternative to the {pt} you already have.",
+                                  f"Another option next to the {pt} you bought."], *key, "d"))
+            else:
+                out.append(_pick([f"It goes with the {pt} you bought last.",
+                                  f"A different need from the {pt} you bought last."], *key, "d"))
+        return " ".join(out[:3])
 
     # -- user_summary: 3 to 5 sentences --
     def _user_summary(self, history: list[Item], key: tuple) -> str:

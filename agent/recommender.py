@@ -24,6 +24,7 @@ the offline router answered instead.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -36,14 +37,16 @@ from typing import Any, Generator, Iterator, Sequence
 
 import numpy as np
 
-from lumenrec.agent.critique import Critique, CritiqueParser
+from lumenrec.agent.critique import Critique, CritiqueParser, effective_brand
 from lumenrec.agent.intents import INJECTION_RX, NEED_RX, Intent
+from lumenrec.agent.narrative import short_title
 from lumenrec.agent.router import REFUSAL, OfflineRouter, RouteDecision
 from lumenrec.agent.session import Constraints, InMemorySessionStore, Session
 from lumenrec.data.types import Catalog, Item
 from lumenrec.errors import CheckpointError, ConfigError, DataNotFoundError, ToolInputError
 
-__all__ = ["RecommenderConfig", "Reply", "TraceStep", "Recommender", "MANIFEST", "write_manifest"]
+__all__ = ["RecommenderConfig", "Reply", "TraceStep", "Recommender", "MANIFEST", "write_manifest",
+           "describe_constraints", "constraints_view"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ ROUTERS = ("offline", "llm")
 RETRIEVER_KINDS = ("text", "lumen", "sasrec")
 
 # Phrases that open a new need rather than refine the current one.
+_DIFFERENT_BRAND_RX = re.compile(r"\b(?:different|another|other|new) (?:brand|make|manufacturer)s?\b|\bswitch(?:ing)? brands\b"
+                                 r"|\b(?:other|different) brands?\b")
 _NEW_NEED_RX = re.compile(r"\b(?:(?:totally |a |another |a whole )?(?:different|new|separate|other) (?:need|thing|question|topic|project)"
                           r"|unrelated|on another note|switching gears|change of (?:subject|plans)|next up|now i(?:'m| am)? (?:need|want|looking)"
                           r"|now looking for|time to get|moving on|while i'?m (?:here|at it)|also need|something else entirely)\b", re.I)
@@ -70,8 +75,8 @@ class RecommenderConfig:
     router: str = "offline"
     # Items returned per recommend turn: 5 fits a chat bubble and leaves room for narratives.
     top_k: int = 5
-    # Items that get a narrative ("why"): narrating is the slow part when an LLM writes them.
-    narrate_top: int = 3
+    # Items that get a narrative ("why"): all shown by default; fewer when a slow LLM writes them.
+    narrate_top: int = 5
     # When the constraints leave no candidate, retry with only the brand excludes (the shopper's
     # explicit "not X" is never relaxed) instead of answering with nothing.
     relax_when_empty: bool = True
@@ -138,6 +143,8 @@ class Reply:
     trace: list[TraceStep] = field(default_factory=list)
     fallback_used: bool = False
     session_id: str = ""
+    # The session's active constraints after this turn: {"active": Constraints fields, "text": in words}
+    constraints: dict[str, Any] = field(default_factory=dict)
 
     @property
     def item_ids(self) -> list[str]:
@@ -205,6 +212,7 @@ class Recommender:
             router = LLMRouter.from_config(self.config)
         self.router = router if router is not None else self.offline_router
         self.system_note: str | None = None  # set when a named dataset runs without its built system
+        self._has_prices = any(it.price is not None for it in catalog)
         self._title_index: dict[str, str] = {}
         for it in catalog:
             self._title_index.setdefault(it.title.strip().lower(), it.id)
@@ -413,7 +421,7 @@ class Recommender:
         session.add_turn("assistant", out.text, intent.value, [it["id"] for it in items])
         self.store.put(session)
         return Reply(text=out.text, items=items, narrative=out.narrative, intent=intent.value, trace=trace,
-                     session_id=session.session_id)
+                     session_id=session.session_id, constraints=constraints_view(session.constraints))
 
     # --------------------------------------------------------------------------------- sessions
     def session(self, session_id: str, history: Sequence[str] | None = None) -> Session:
@@ -426,6 +434,39 @@ class Recommender:
         if s.session_id != session_id:
             s.session_id = session_id
         return s
+
+    def remove_constraint(self, session_id: str, field_name: str, value: str | None = None) -> Constraints:
+        """Drop one active constraint of a session and return what is left.
+
+        `field_name` is a Constraints field: include_brands / exclude_brands / include_categories /
+        exclude_categories (`value`: one name, or None for all), attributes / avoid_attributes
+        (`value`: the key, e.g. "colour"), max_price / min_price. What the chips and the API's
+        "remove" call; the next turn retrieves without it.
+        """
+        session = self.store.get(session_id)
+        if session is None:
+            raise ToolInputError(f"no session {session_id!r}")
+        c = copy.deepcopy(session.constraints)
+        if field_name in ("include_brands", "exclude_brands", "include_categories", "exclude_categories"):
+            cur = getattr(c, field_name)
+            if value is not None and value not in cur:
+                raise ToolInputError(f"{value!r} is not in {field_name} ({', '.join(cur) or 'empty'})")
+            setattr(c, field_name, [] if value is None else [x for x in cur if x != value])
+        elif field_name in ("attributes", "avoid_attributes"):
+            cur = getattr(c, field_name)
+            if value is None:
+                cur.clear()
+            elif value in cur:
+                del cur[value]
+            else:
+                raise ToolInputError(f"{value!r} is not in {field_name} ({', '.join(cur) or 'empty'})")
+        elif field_name in ("max_price", "min_price"):
+            setattr(c, field_name, None)
+        else:
+            raise ToolInputError(f"unknown constraint {field_name!r}; one of {', '.join(Constraints.__dataclass_fields__)}")
+        session.constraints = c
+        self.store.put(session)
+        return c
 
     def save_session(self, session_id: str) -> str:
         """The session as JSON (to persist a conversation and continue it later)."""
@@ -466,15 +507,20 @@ class Recommender:
                 session.reject(i)
         if crit.ref_relation == "unlike" and ref_id:
             session.reject(ref_id)
+        anchor = ref_id if crit.ref_relation == "like" and ref_id else None
         before = session.constraints
         prev = self._previous_request(session)
-        new_need = prev is not None and self._is_new_need(message, crit)
+        new_need = prev is not None and anchor is None and self._is_new_need(message, crit, prev)
         if new_need:  # the previous need's wishes do not carry into a new one (its rule-outs do)
             session.constraints = session.constraints.for_new_need()
         constraints = session.apply_critique(crit)
+        notes: list[str] = []  # what could not be applied, said in the reply
+        constraints = self._relative_constraints(session, message, crit, notes)
         # retrieval text: this message (minus excluded names), plus the request it refines if it refines one
         text = crit.text or message
-        if prev and not new_need and self.config.carry_request_text and prev.strip().lower() != text.strip().lower():
+        if anchor is not None:  # "more like #2": its kind, new items
+            text = self.catalog.get(anchor).title
+        elif prev and not new_need and self.config.carry_request_text and prev.strip().lower() != text.strip().lower():
             text = f"{prev}. {text}"
         with _Timer(trace, "retrieve") as det:
             from lumenrec.retriever.base import Query
@@ -482,10 +528,16 @@ class Recommender:
             soft = self.config.category_includes == "soft"
             hard = dataclasses.replace(constraints, include_categories=[]) if soft else constraints
             mask = hard.to_mask(self.catalog)
-            query = Query(history=list(session.history), text=text, exclude_ids=list(session.rejected), allowed=mask)
-            ids, scores = self.retriever.retrieve(query, k=self.config.top_k)
-            if soft and constraints.include_categories:
-                ids, scores = self._prefer_categories(ids, scores, constraints.include_categories)
+            wanted_cats = set(constraints.include_categories if soft else [])
+            if anchor is not None:
+                wanted_cats |= {self.catalog.get(anchor).category} - {""}
+            exclude = list(session.rejected) + (list(session.last_shown) if anchor is not None else [])
+            history = list(session.history) + ([anchor] if anchor is not None else [])
+            query = Query(history=history, text=text, exclude_ids=exclude, allowed=mask)
+            prefer = bool(wanted_cats or constraints.attributes)
+            ids, scores = self.retriever.retrieve(query, k=self.config.top_k * (2 if prefer else 1))
+            if prefer:  # soft wishes re-rank a pool twice the list's size; nothing is filtered
+                ids, scores = self._prefer(ids, scores, constraints.attributes, wanted_cats)
             relaxed = False
             if not ids and self.config.relax_when_empty and not constraints.is_empty():
                 loose = Constraints(exclude_brands=list(constraints.exclude_brands))
@@ -497,6 +549,7 @@ class Recommender:
                        k=self.config.top_k, ids=list(ids), scores=[round(float(s), 4) for s in scores],
                        relaxed=relaxed, constraints=_compact(constraints.to_dict()),
                        topic="new need" if new_need else ("refines the previous request" if prev else "first request"),
+                       **({"anchor": anchor} if anchor else {}), **({"notes": notes} if notes else {}),
                        constraints_changed=constraints != before)
         if not ids:
             text = ("I couldn't find anything in the catalogue that fits all of that. Could you loosen a constraint, "
@@ -504,7 +557,7 @@ class Recommender:
             yield text
             return _Outcome(Intent.RECOMMEND, text)
         session.record_shown(list(ids))
-        intro = self._intro(crit, constraints, relaxed)
+        intro = self._intro(crit, constraints, relaxed, notes, ids, anchor)
         yield intro + "\n"
         hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
         out_items: list[tuple[str, str]] = []
@@ -550,14 +603,13 @@ class Recommender:
         return _Outcome(Intent.EXPLAIN, text, [(iid, why)], why)
 
     def _summarize(self, session: Session, trace: list[TraceStep]) -> Generator[str, None, _Outcome]:
-        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        from lumenrec.agent.memory import chat_summary
+
         with _Timer(trace, "narrate") as det:
-            summary = self._narrate("user_summary", None, hist, session, None)
-            det.update(narrator=type(self.narrator).__name__, history=len(hist))
-        cons = describe_constraints(session.constraints)
-        text = summary + (f" In this chat you asked for: {cons}." if cons else "")
-        yield text
-        return _Outcome(Intent.SUMMARIZE_USER, text, [], summary)
+            summary = chat_summary(session, self.catalog, self.parser.parse)
+            det.update(narrator="memory", history=len(session.history), turns=len(session.turns))
+        yield summary
+        return _Outcome(Intent.SUMMARIZE_USER, summary, [], summary)
 
     def _clarify_text(self, session: Session) -> str:
         opts = self._category_options(session)
@@ -579,35 +631,90 @@ class Recommender:
         opts += [c for c in top if c not in opts]
         return [o.lower() for o in opts[:n]]
 
-    def _prefer_categories(self, ids: list[str], scores, wanted: list[str]):
-        """Shown items in the wanted categories first, each group in retrieval order (nothing removed)."""
-        want = set(wanted)
-        hit = [i for i, iid in enumerate(ids) if want.intersection(self.catalog.get(iid).categories)]
-        order = hit + [i for i in range(len(ids)) if i not in set(hit)]
-        return [ids[i] for i in order], np.asarray(scores)[order] if len(scores) else scores
-
-    def _is_new_need(self, message: str, crit: Critique) -> bool:
-        """True when a message moves to a new need instead of refining the last one: it says so ("totally
-        different need", "next up: ..."), names a product type, or states a need for a product
-        ("I still don't own a decent stapler, I'd want one that ..."). "Not BIC again, cheaper" refines."""
-        if _NEW_NEED_RX.search(message) or crit.include_categories:
+    def _is_new_need(self, message: str, crit: Critique, current: str | None = None) -> bool:
+        """True when a message moves to a new need instead of refining `current` (the need's text): it says
+        so ("totally different need", "next up: ..."), names a product type that is not the current one
+        ("Canon printer ink" after gel pens), or states a need for a product. "Not BIC again, cheaper",
+        "in blue" and "more pens" refine."""
+        if _NEW_NEED_RX.search(message):
+            return True
+        named = self.parser.product_words(crit.text or message)
+        if current is not None and named:
+            return not named & self.parser.product_words(current)
+        if crit.include_categories:
             return True
         content = [w for w in re.findall(r"[a-z0-9]+", (crit.text or message).lower()) if len(w) > 2]
         return bool(NEED_RX.search(message)) and self.offline_router._has_product_word(content)
 
     def _previous_request(self, session: Session) -> str | None:
-        """Text of the latest earlier recommend request (its excluded names removed)."""
+        """The need being refined: the texts of the shopper's requests since the latest new need (their
+        excluded names removed), oldest first; None before any request."""
+        texts: list[str] = []
         for t in reversed(session.turns):
-            if t.role == "user" and t.intent == Intent.RECOMMEND.value:
-                return self.parser.parse(t.text).text or None
-        return None
+            if t.role != "user" or t.intent != Intent.RECOMMEND.value:
+                continue
+            crit = self.parser.parse(t.text)
+            if crit.text:
+                texts.insert(0, crit.text)
+            if len(texts) >= 3 or (texts and self._is_new_need(t.text, crit, ". ".join(texts[1:]) or None)):
+                break
+        return ". ".join(texts) or None
 
-    def _intro(self, crit: Critique, constraints: Constraints, relaxed: bool) -> str:
+    def _intro(self, crit: Critique, constraints: Constraints, relaxed: bool, notes: list[str],
+               ids: list[str], anchor: str | None) -> str:
+        """The reply's first line: what was applied, in words, and what could not be."""
         cons = describe_constraints(constraints)
         if relaxed:
-            return (f"Nothing matched every constraint ({cons}), so here are the closest items that still avoid "
+            head = (f"Nothing matched every constraint ({cons}), so here are the closest items that still avoid "
                     "the brands you ruled out:")
-        return f"Here are some picks ({cons}):" if cons else "Here are some picks for you:"
+        elif anchor is not None:
+            head = f"More like #{crit.item_ref + 1 if crit.item_ref is not None and crit.item_ref >= 0 else 1}, " \
+                   f"{short_title(self.catalog.get(anchor))}" + (f" ({cons})" if cons else "") + ":"
+        else:
+            head = f"Here are some picks ({cons}):" if cons else "Here are some picks for you:"
+        wanted = [c for c in constraints.attributes.get("colour", "").split(",") if c]
+        if wanted and not relaxed:
+            from lumenrec.agent.facts import catalogue_facts
+
+            facts = catalogue_facts(self.catalog)
+            if not any(facts[self.catalog.index_of(i)]["colours"] & set(wanted) for i in ids):
+                notes.append(f"None of the closest matches is listed in {' or '.join(wanted)}; these are the nearest.")
+        return head if not notes else head + "\n" + " ".join(notes)
+
+    def _relative_constraints(self, session: Session, message: str, crit: Critique, notes: list[str]) -> Constraints:
+        """Constraints relative to what was shown: "cheaper" (below the median price shown), "pricier",
+        "a different brand" (none of the brands shown). Returns the session's updated constraints."""
+        shown = [self.catalog.get(i) for i in session.last_shown if i in self.catalog]
+        extra = Constraints()
+        if crit.price_direction and crit.max_price is None and crit.min_price is None:
+            prices = sorted(it.price for it in shown if it.price is not None)
+            if not self._has_prices:
+                said = any("lists no prices" in t.text for t in session.turns if t.role == "assistant")
+                if not said:
+                    notes.append("This catalogue lists no prices, so I can't compare on price.")
+            elif not prices:
+                notes.append("None of the items shown so far had a price to compare with.")
+            else:
+                median = float(np.median(prices))
+                if crit.price_direction == "cheaper":
+                    extra.max_price = float(np.nextafter(median, 0.0))
+                else:
+                    extra.min_price = float(np.nextafter(median, np.inf))
+        if _DIFFERENT_BRAND_RX.search(message.lower()) and not crit.include_brands and shown:
+            keys = self.parser.brand_keys
+            extra.exclude_brands = sorted({b for b in (effective_brand(it, keys) for it in shown) if b})
+        if not extra.is_empty():
+            session.constraints = session.constraints.merge(extra)
+        return session.constraints
+
+    def _prefer(self, ids: list[str], scores, wanted: dict[str, str], categories: set[str]):
+        """The top_k of a candidate pool, items meeting more soft wishes first, each group in retrieval order."""
+        from lumenrec.agent.facts import catalogue_facts, preference_score
+
+        facts = catalogue_facts(self.catalog)
+        pref = [preference_score(self.catalog.get(i), facts[self.catalog.index_of(i)], wanted, categories) for i in ids]
+        order = sorted(range(len(ids)), key=lambda j: (-pref[j], j))[: self.config.top_k]
+        return [ids[j] for j in order], (np.asarray(scores)[order] if len(scores) else scores)
 
     def _narrate(self, kind: str, item: Item | None, history: list[Item], session: Session, critique: str | None) -> str:
         n = self.narrator
@@ -681,6 +788,14 @@ def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v not in (None, [], {}, "")}
 
 
+def constraints_view(c: Constraints) -> dict[str, Any]:
+    """Active constraints for a reply, an API response or a panel: the fields, and the same in words."""
+    return {"active": _compact(c.to_dict()), "text": describe_constraints(c)}
+
+
+_ATTR_WORDS = {"colour": "colour", "size_word": "size", "pack": "pack of", "paper_size": "paper", "oem": "original brand:"}
+
+
 def describe_constraints(c: Constraints) -> str:
     """Active constraints in words ('not BIC; under $10'), '' when none."""
     parts = []
@@ -693,7 +808,9 @@ def describe_constraints(c: Constraints) -> str:
     if c.exclude_categories:
         parts.append("no " + ", ".join(c.exclude_categories))
     if c.attributes:
-        parts.append(", ".join(f"{k} {v}" for k, v in sorted(c.attributes.items())))
+        parts.append(", ".join(f"{_ATTR_WORDS.get(k, k)} {v.replace(',', ' or ')}" for k, v in sorted(c.attributes.items())))
+    if c.avoid_attributes:
+        parts.append(", ".join(f"no {v.replace(',', ' or ')} {_ATTR_WORDS.get(k, k)}".rstrip() for k, v in sorted(c.avoid_attributes.items())))
     if c.max_price is not None:
         parts.append(f"under ${c.max_price:g}")
     if c.min_price is not None:

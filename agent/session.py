@@ -129,7 +129,9 @@ class Constraints:
 
         Brands compare by normalised name on :func:`effective_brand` (a brand-less item whose title
         starts with a brand counts as that brand). Items without a price pass price bounds
-        (unknown is not excluded). Attributes are soft: they go to the retriever text, not here.
+        (unknown is not excluded). An avoided colour removes the items whose colours are all avoided
+        (:mod:`lumenrec.agent.facts`: structured attributes, else the title); wanted attributes are
+        soft (they re-rank what is shown, see Recommender).
         """
         n = len(catalog)
         mask = np.ones(n, dtype=bool)  # (N,)
@@ -139,7 +141,16 @@ class Constraints:
         exc_b = {normalize_brand(b) for b in self.exclude_brands}
         inc_c, exc_c = set(self.include_categories), set(self.exclude_categories)
         brands = _item_brand_keys(catalog) if (inc_b or exc_b) else None
+        avoid_col = {x for x in self.avoid_attributes.get("colour", "").split(",") if x}
+        facts = None
+        if avoid_col:
+            from lumenrec.agent.facts import catalogue_facts, colours_violate
+
+            facts = catalogue_facts(catalog)
         for j, it in enumerate(catalog):
+            if facts is not None and colours_violate(facts[j]["colours"], avoid_col):
+                mask[j] = False
+                continue
             if brands is not None:
                 b = brands[j]
                 if (inc_b and b not in inc_b) or b in exc_b:

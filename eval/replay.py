@@ -69,7 +69,7 @@ class ReplaySystem:
     llm_model: str = "SmolLM2-135M-Instruct"
     # Items per reply and narrated items: the deployment defaults (ranks are full-catalogue anyway).
     top_k: int = 5
-    narrate_top: int = 3
+    narrate_top: int = 5
 
     def __post_init__(self) -> None:
         if not self.name or not all(c.isalnum() or c in "-_.+" for c in self.name):
@@ -535,6 +535,15 @@ def _pct(xs: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if len(xs) else None
 
 
+def template_repetition(texts: Sequence[str], n_words: int = 5) -> float:
+    """Share of texts whose first `n_words` words (lower case) are also the first words of another text."""
+    heads = [" ".join(t.lower().split()[:n_words]) for t in texts if t.strip()]
+    if not heads:
+        return 0.0
+    counts = Counter(heads)
+    return sum(c for c in counts.values() if c > 1) / len(heads)
+
+
 def _text_metrics(pairs: list[tuple[str, str]], encoder=None) -> dict[str, Any]:
     """ROUGE-L F1 (mean), corpus BLEU (sacrebleu) and MiniLM cosine (mean) of hyp/ref pairs."""
     if not pairs:
@@ -546,7 +555,9 @@ def _text_metrics(pairs: list[tuple[str, str]], encoder=None) -> dict[str, Any]:
     sc = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = float(np.mean([sc.score(r, h)["rougeL"].fmeasure for h, r in pairs]))
     bleu = float(sacrebleu.corpus_bleu(hyps, [refs]).score)
-    out: dict[str, Any] = {"n": len(pairs), "rougeL": rouge, "bleu": bleu}
+    out: dict[str, Any] = {"n": len(pairs), "rougeL": rouge, "bleu": bleu,
+                           "template_repetition": template_repetition(hyps),
+                           "words_mean": float(np.mean([len(h.split()) for h in hyps]))}
     if encoder is not None:
         a, b = encoder.encode(hyps), encoder.encode(refs)  # (n, d) each, unit rows
         out["minilm_cos"] = float(np.mean(np.sum(a * b, axis=1)))

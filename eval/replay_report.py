@@ -83,12 +83,13 @@ def markdown_summary(summary: dict[str, Any], title: str = "Conversation replay"
         for kind, m in s["narratives"].items():
             if m.get("n"):
                 rows.append([name, kind, m["n"], m.get("rougeL"), m.get("bleu"), m.get("minilm_cos"),
-                             m.get("unsupported_claim_rate")])
+                             m.get("template_repetition"), m.get("unsupported_claim_rate")])
     if rows:
         parts += ["## Narratives vs references", "",
                   "`reply`: the agent's narrative of its last recommendation vs the reference endorsement; the "
                   "others: the narrator's REGEN narrative of the target item vs the reference.", "",
-                  _table(["system", "kind", "n", "ROUGE-L", "BLEU", "MiniLM cos", "unsupported claims"], rows), ""]
+                  _table(["system", "kind", "n", "ROUGE-L", "BLEU", "MiniLM cos", "template repetition",
+                          "unsupported claims"], rows), ""]
     rows = []
     for name, s in summary["systems"].items():
         g = s["grounding_reply_items"]

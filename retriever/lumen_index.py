@@ -126,7 +126,12 @@ class IndexedLumenRetriever(BaseRetriever):
                 got_scores = np.asarray(got_cos, dtype=np.float64) * scale
                 tau = float(got_scores[-1]) if len(got_ids) >= fetch else -np.inf
                 scores = {i: float(s) for i, s in zip(got_ids, got_scores) if allowed[cat.index_of(i)]}
-                extra = [cat.ids[j] for j, b in boost.items() if b > 0 and allowed[j] and cat.ids[j] not in scores]
+                # a boosted item outside the fetch scores at most tau + its boost: only those that could beat
+                # the k-th score found so far need their dense part from the index
+                _, found = self._top(scores, boost, k)
+                kth = float(found[-1]) if len(found) >= min(k, n_allowed) else -np.inf
+                extra = [cat.ids[j] for j, b in boost.items()
+                         if b > 0 and allowed[j] and cat.ids[j] not in scores and tau + b >= kth]
                 if extra:
                     scores.update(self._dense_of(y, extra, scale))
                 ids, top = self._top(scores, boost, k)

@@ -10,7 +10,7 @@ from lumenrec.agent.narrative import (PROMPT_VERSION, NarrativeGenerator, Offlin
 from lumenrec.data import NARRATIVE_KINDS, Item
 from lumenrec.errors import LLMError, ToolInputError
 
-SENTENCES = {"purchase_reason": (1, 3), "endorsement": (2, 4), "user_summary": (3, 5)}
+SENTENCES = {"purchase_reason": (1, 3), "endorsement": (1, 3), "user_summary": (3, 5)}
 
 
 def _n_sentences(text: str) -> int:
@@ -68,7 +68,9 @@ def test_offline_narratives_over_the_tiny_catalog_are_grounded(tiny_catalog):
 
 def test_offline_narrator_edge_cases(tiny_catalog):
     n = OfflineNarrator()
-    assert "HP 63 black ink cartridge" in n.narrate("endorsement", tiny_catalog.get("t1"), [])
+    text = n.narrate("endorsement", tiny_catalog.get("t1"), [])
+    assert "HP" in text and "HP 63 black ink cartridge" not in text  # the list shows the title: not repeated
+    assert "order" not in text  # no history: nothing said about past orders
     assert n.narrate("user_summary", None, [])  # no history is still a sentence, not a crash
     with pytest.raises(ToolInputError):
         n.narrate("endorsement", None, [])
@@ -204,5 +206,6 @@ def test_offline_narrator_never_quotes_instructions_from_a_description():
                 description="Smooth blue ink pens that write cleanly on any paper.")
     texts = [OfflineNarrator().narrate("endorsement", evil, [], user_id=f"u{i}") for i in range(20)]
     assert not any("ignore all previous" in str(t).lower() for t in texts)
-    quoted = [OfflineNarrator().narrate("endorsement", good, [], user_id=f"u{i}") for i in range(20)]
-    assert any("smooth blue ink" in str(t).lower() for t in quoted), "the test must be able to see a quote"
+    plain = [OfflineNarrator().narrate("endorsement", good, [], user_id=f"u{i}") for i in range(20)]
+    assert not any("smooth blue ink" in str(t).lower() for t in plain)  # descriptions are never quoted at all
+    assert all("Zebra" in t for t in texts + plain)  # the narrative is about the item (the test can fail)

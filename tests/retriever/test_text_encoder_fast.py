@@ -93,3 +93,18 @@ def test_query_backend_config_validation():
         TextEncoderConfig(query_backend="tensorrt")
     with pytest.raises(ConfigError, match="query_batch_max"):
         TextEncoderConfig(query_batch_max=-1)
+
+
+def test_light_tokenizer_matches_sentence_transformers():
+    """The tokenizer.json path that lets a server skip the sentence-transformers import tokenizes exactly
+    as sentence-transformers does: stripping, padding, and truncation at max_seq_length."""
+    from lumenrec.retriever.text_encoder import TextEncoder, _light_tokenizer
+
+    enc = TextEncoder()
+    light = _light_tokenizer(enc.model_path)
+    assert light is not None
+    texts = ["  Sticky notes  ", "x", "black ink cartridge, not HP", "word " * 400]
+    got, ref = light(texts), enc._model().tokenize(texts)
+    for k in ("input_ids", "attention_mask", "token_type_ids"):
+        assert got[k].tolist() == ref[k].tolist(), k
+    assert got["input_ids"].shape[1] == 256  # truncated like the model

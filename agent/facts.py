@@ -1,0 +1,90 @@
+"""Item facts the agent checks a critique against: colours, pack size, size words.
+
+A catalogue with structured attributes (``Item.attributes``: colour / color, pack, size) is read
+first; where a catalogue has none (Amazon Office 2014), the facts come from the title, which names
+colours and counts reliably ("Pilot G2 Gel Pens, Black Ink, 12 Pack"). Descriptions are not read:
+they mention colours and numbers loosely ("available in blue and red", "holds 100 sheets").
+
+An item whose title lists several colours ("Black/Cyan/Magenta/Yellow 4-pack") is a multi-colour item:
+"not black" excludes only items whose colours are all avoided, so a colour multipack stays.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from lumenrec.agent.critique import COLOUR_ALIASES, COLOURS
+from lumenrec.data.types import Catalog, Item
+
+__all__ = ["item_colours", "item_pack", "colours_violate", "preference_score", "catalogue_facts"]
+
+_WORD = re.compile(r"[a-z]+")
+_PACK = re.compile(r"\b(\d{1,4})\s*(?:-|\s)?(?:pack|pk|count|ct|pcs|pieces|per pack|/pack|rolls|pads|sheets|pens|pencils|markers|labels|envelopes)\b"
+                   r"|\b(?:pack|box|set|case) of (\d{1,4})\b")
+# words that mean "several colours" in a title
+_MULTI = {"assorted", "multicolor", "multicolour", "multi", "rainbow", "colors", "colours", "color", "colour"}
+
+
+def item_colours(item: Item) -> frozenset[str]:
+    """The item's colours: its structured colour attribute, else the colour words of its title."""
+    attrs = {k.lower(): v for k, v in (item.attributes or {}).items()}
+    raw = attrs.get("colour") or attrs.get("color")
+    words = _WORD.findall((raw or item.title or "").lower())
+    found = {COLOUR_ALIASES.get(w, w) for w in words if w in COLOURS}
+    if any(w in _MULTI for w in words) and not raw:
+        found.add("multicolor")
+    return frozenset(found)
+
+
+def item_pack(item: Item) -> int | None:
+    """The pack size the item states (structured 'pack' attribute or a count in the title), or None."""
+    attrs = {k.lower(): v for k, v in (item.attributes or {}).items()}
+    for key in ("pack", "count", "pack_size"):
+        if key in attrs:
+            m = re.search(r"\d+", str(attrs[key]))
+            if m:
+                return int(m.group(0))
+    m = _PACK.search((item.title or "").lower())
+    if m:
+        return int(m.group(1) or m.group(2))
+    return None
+
+
+def colours_violate(colours: frozenset[str], avoided: set[str]) -> bool:
+    """True when every colour of an item is avoided (an item of unknown colour never violates)."""
+    return bool(colours) and colours <= avoided
+
+
+def preference_score(item: Item, facts: dict[str, Any], wanted: dict[str, str], categories: set[str]) -> int:
+    """How many soft preferences an item meets: a wanted category, colour, pack size or size word."""
+    score = 0
+    if categories and categories.intersection(item.categories):
+        score += 1
+    colours = wanted.get("colour")
+    if colours and facts["colours"] & {COLOUR_ALIASES.get(c, c) for c in colours.split(",")}:
+        score += 1
+    pack = wanted.get("pack")
+    if pack and facts["pack"] is not None and str(facts["pack"]) == str(pack).strip():
+        score += 1
+    size = wanted.get("size_word")
+    if size and re.search(rf"\b{re.escape(size)}\b", (item.title or "").lower()):
+        score += 1
+    return score
+
+
+_CACHE: dict[int, tuple[Catalog, int, list[dict[str, Any]]]] = {}
+_LOCK = threading.Lock()
+
+
+def catalogue_facts(catalog: Catalog) -> list[dict[str, Any]]:
+    """Facts of every item ({'colours', 'pack'}), computed once per catalogue object."""
+    with _LOCK:
+        hit = _CACHE.get(id(catalog))
+        if hit is not None and hit[0] is catalog and hit[1] == len(catalog):
+            return hit[2]
+    facts = [{"colours": item_colours(it), "pack": item_pack(it)} for it in catalog]
+    with _LOCK:
+        _CACHE[id(catalog)] = (catalog, len(catalog), facts)
+    return facts

@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import html
 import json
 import logging
@@ -51,7 +50,7 @@ from typing import Any, Iterator
 from lumenrec.errors import ConfigError, LLMError, LumenrecError, MissingExtraError
 
 __all__ = ["DemoConfig", "DemoBackend", "ItemView", "build_app", "launch", "render_cards", "render_side",
-           "constraint_parts", "without_constraint", "validate_llm_url", "probe_llm", "clean_text",
+           "constraint_parts", "validate_llm_url", "probe_llm", "clean_text",
            "MAX_CHIPS", "MAX_CONSTRAINTS"]
 
 log = logging.getLogger(__name__)
@@ -243,15 +242,16 @@ def render_status(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- constraints
-# Constraint fields this demo words itself; any other non-empty field is worded generically.
-_KNOWN_FIELDS = ("include_brands", "exclude_brands", "include_categories", "exclude_categories", "attributes",
-                 "avoid_attributes", "max_price", "min_price")
+# How attribute keys read in words (the agent core's keys: colour, pack, size_word, paper_size, oem, ...).
+_ATTR_WORDS = {"size_word": "size", "paper_size": "paper", "pack": "pack of", "oem": "original brand:"}
 
 
-def constraint_parts(c, rejected: int = 0) -> list[tuple[str, tuple]]:
-    """The active constraints in words, one entry each: [(words, key)]; `key` removes it
-    (:func:`without_constraint`). `rejected`: how many shown items the shopper dismissed."""
-    parts: list[tuple[str, tuple]] = []
+def constraint_parts(c, rejected: int = 0) -> list[tuple[str, tuple[str, str | None]]]:
+    """The active constraints in words, one entry per removable constraint: [(words, (field, value))],
+    where ``Recommender.remove_constraint(session_id, field, value)`` removes it (field "rejected":
+    the shown items the shopper dismissed, `rejected` of them). Brands and categories are one entry
+    per name, attributes one per key ("colour blue or red"), prices one per bound."""
+    parts: list[tuple[str, tuple[str, str | None]]] = []
     for b in c.include_brands:
         parts.append((f"brand {clean_text(b)}", ("include_brands", b)))
     for b in c.exclude_brands:
@@ -261,43 +261,18 @@ def constraint_parts(c, rejected: int = 0) -> list[tuple[str, tuple]]:
     for cat in c.exclude_categories:
         parts.append((f"no {clean_text(cat)}", ("exclude_categories", cat)))
     for k, v in sorted(c.attributes.items()):
-        for x in (y for y in str(v).split(",") if y):
-            parts.append((f"{k} {x}", ("attributes", k, x)))
-    for k, v in sorted(getattr(c, "avoid_attributes", {}).items()):
-        for x in (y for y in str(v).split(",") if y):
-            parts.append((f"not {x}" if k in ("colour", "color") else f"not {k} {x}", ("avoid_attributes", k, x)))
+        parts.append((f"{_ATTR_WORDS.get(k, k)} {' or '.join(x for x in str(v).split(',') if x)}", ("attributes", k)))
+    for k, v in sorted(c.avoid_attributes.items()):
+        vals = " or ".join(x for x in str(v).split(",") if x)
+        parts.append((f"not {vals}" if k in ("colour", "color") else f"not {_ATTR_WORDS.get(k, k)} {vals}",
+                      ("avoid_attributes", k)))
     if c.max_price is not None:
-        parts.append((f"under ${c.max_price:g}", ("max_price",)))
+        parts.append((f"under ${c.max_price:g}", ("max_price", None)))
     if c.min_price is not None:
-        parts.append((f"over ${c.min_price:g}", ("min_price",)))
-    for f in dataclasses.fields(c):  # fields added to Constraints later still show, and can be removed
-        v = getattr(c, f.name)
-        if f.name not in _KNOWN_FIELDS and v not in (None, [], {}, "", False):
-            parts.append((f"{f.name.replace('_', ' ')}: {v}", (f.name,)))
+        parts.append((f"over ${c.min_price:g}", ("min_price", None)))
     if rejected:
-        parts.append((f"not the {rejected} item{'s' if rejected != 1 else ''} you dismissed", ("rejected",)))
+        parts.append((f"not the {rejected} item{'s' if rejected != 1 else ''} you dismissed", ("rejected", None)))
     return parts
-
-
-def without_constraint(c, key: tuple):
-    """A copy of constraints `c` without the one `key` names (see :func:`constraint_parts`)."""
-    out = copy.deepcopy(c)
-    name = key[0]
-    if name in ("include_brands", "exclude_brands", "include_categories", "exclude_categories"):
-        setattr(out, name, [x for x in getattr(out, name) if x != key[1]])
-    elif name in ("attributes", "avoid_attributes"):
-        d = getattr(out, name)
-        keep = [x for x in str(d.get(key[1], "")).split(",") if x and x != key[2]]
-        if keep:
-            d[key[1]] = ",".join(keep)
-        else:
-            d.pop(key[1], None)
-    else:
-        f = {f.name: f for f in dataclasses.fields(out)}.get(name)
-        if f is not None:
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
-            setattr(out, name, default)
-    return out
 
 
 # ------------------------------------------------------------------------------------------- LLM
@@ -585,18 +560,20 @@ class DemoBackend:
         return constraint_parts(s.constraints, len(s.rejected))
 
     def remove_constraint(self, session_id: str, words: str) -> bool:
-        """Remove the constraint shown as `words` from the session; False when none matches."""
+        """Remove the constraint shown as `words` from the session (through the agent's
+        ``Recommender.remove_constraint``); False when none matches."""
         s = self.rec.store.get(session_id) if session_id else None
         if s is None:
             return False
-        for w, key in constraint_parts(s.constraints, len(s.rejected)):
-            if w == words:
-                if key == ("rejected",):
-                    s.rejected = []
-                else:
-                    s.constraints = without_constraint(s.constraints, key)
+        for w, (name, value) in constraint_parts(s.constraints, len(s.rejected)):
+            if w != words:
+                continue
+            if name == "rejected":
+                s.rejected = []
                 self.rec.store.put(s)
-                return True
+            else:
+                self.rec.remove_constraint(session_id, name, value)
+            return True
         return False
 
     # -- agents --

@@ -14,7 +14,7 @@ import pytest
 
 from lumenrec.agent.serving.demo_app import (MAX_CHIPS, DemoBackend, DemoConfig, build_app, clean_text,
                                              constraint_parts, probe_llm, render_cards, render_side,
-                                             validate_llm_url, without_constraint)
+                                             validate_llm_url)
 from lumenrec.agent.session import Constraints
 from lumenrec.data.types import Catalog, Item
 from lumenrec.errors import ConfigError
@@ -154,24 +154,35 @@ def test_chips_effects_on_the_synthetic_store(backend):
     colour_chips = [c for c in cheap.chips if c.removeprefix("not ") in {c2 for it in cheap.items
                                                                           for c2 in backend.views[it["id"]].colours}]
     assert colour_chips, cheap.chips
-    list(backend.stream(sid, colour_chips[0]))
+    colour = colour_chips[0].removeprefix("not ")
+    no_colour = list(backend.stream(sid, colour_chips[0]))[-1]
     assert colour_chips[0] in [w for w, _ in backend.constraints(sid)]  # 'not black' shown in words
+    assert no_colour.items and not [it["id"] for it in no_colour.items  # no single-colour item of that colour
+                                    if backend.catalog.get(it["id"]).attributes.get("colour") == colour]
 
 
 def test_constraints_in_words_and_each_removable():
     c = Constraints(include_brands=["Pilot"], exclude_brands=["BIC", "AT&amp;T"], include_categories=["Gel Pens"],
-                    exclude_categories=["Markers"], attributes={"colour": "blue,red"},
-                    avoid_attributes={"colour": "black", "size": "large"}, max_price=10.0, min_price=2.5)
+                    exclude_categories=["Markers"], attributes={"colour": "blue,red", "size_word": "large"},
+                    avoid_attributes={"colour": "black"}, max_price=10.0, min_price=2.5)
     parts = constraint_parts(c, rejected=2)
-    words = [w for w, _ in parts]
-    assert words == ["brand Pilot", "not BIC", "not AT&T", "in Gel Pens", "no Markers", "colour blue", "colour red",
-                     "not black", "not size large", "under $10", "over $2.5", "not the 2 items you dismissed"]
-    for w, key in parts[:-1]:
-        rest = [x for x, _ in constraint_parts(without_constraint(c, key))]
-        assert w not in rest and len(rest) == len(words) - 2, (w, rest)  # exactly that one went (and 'rejected')
+    assert [w for w, _ in parts] == ["brand Pilot", "not BIC", "not AT&T", "in Gel Pens", "no Markers",
+                                     "colour blue or red", "size large", "not black", "under $10", "over $2.5",
+                                     "not the 2 items you dismissed"]
     assert constraint_parts(Constraints()) == []
-    assert without_constraint(c, ("attributes", "colour", "blue")).attributes == {"colour": "red"}
-    assert without_constraint(c, ("max_price",)).max_price is None
+    b = _tiny_backend()
+    sid = b.new_session("")
+    s = b.rec.store.get(sid)
+    s.constraints, s.rejected = c, ["g1", "g2"]
+    b.rec.store.put(s)
+    words = [w for w, _ in b.constraints(sid)]
+    for w in list(words):  # each one goes, exactly that one
+        assert b.remove_constraint(sid, w), w
+        rest = [x for x, _ in b.constraints(sid)]
+        assert w not in rest and len(rest) == len(words) - 1, (w, rest)
+        words = rest
+    assert b.rec.store.get(sid).constraints.is_empty() and b.rec.store.get(sid).rejected == []
+    assert not b.remove_constraint(sid, "not BIC") and not b.remove_constraint("no-such-session", "not BIC")
 
 
 def test_removing_a_constraint_changes_the_next_list():

@@ -67,7 +67,7 @@ PLACEHOLDER_COLOURS = ("#0b5cad", "#2e6b30", "#7b1fa2", "#b3261e", "#00695c", "#
 
 CSS = """
 .lr-cards{display:flex;flex-wrap:wrap;gap:10px}
-.lr-card{border:1px solid #d0d7de;border-radius:8px;padding:10px 12px;width:260px;background:#fff;color:#1f2328;
+.lr-card{border:1px solid #d0d7de;border-radius:8px;padding:10px 12px;flex:1 1 210px;max-width:340px;background:#fff;color:#1f2328;
          display:flex;gap:10px;align-items:flex-start;box-sizing:border-box}
 .lr-card .lr-img{flex:0 0 56px;width:56px;height:56px}
 .lr-card .lr-body{min-width:0}
@@ -87,7 +87,7 @@ CSS = """
 @media (max-width: 640px){
   #lr-chat{height:300px !important}
   .lr-cards{flex-wrap:nowrap;overflow-x:auto;scroll-snap-type:x mandatory;padding-bottom:6px}
-  .lr-card{flex:0 0 82%;width:auto;scroll-snap-align:start}
+  .lr-card{flex:0 0 82%;max-width:none;scroll-snap-align:start}
 }
 """
 

@@ -68,9 +68,16 @@ def preference_score(item: Item, facts: dict[str, Any], wanted: dict[str, str], 
     pack = wanted.get("pack")
     if pack and facts["pack"] is not None and str(facts["pack"]) == str(pack).strip():
         score += 1
+    title = (item.title or "").lower()
     size = wanted.get("size_word")
-    if size and re.search(rf"\b{re.escape(size)}\b", (item.title or "").lower()):
+    if size and re.search(rf"\b{re.escape(size)}\b", title):
         score += 1
+    measure = wanted.get("size")  # "0.7 mm", "3x3", "11 inch": the same numbers in the title or attributes
+    if measure:
+        nums = re.findall(r"\d+(?:\.\d+)?", measure)
+        where = title + " " + " ".join(str(v).lower() for v in (item.attributes or {}).values())
+        if nums and all(re.search(rf"(?<![\d.]){re.escape(n)}(?![\d])", where) for n in nums):
+            score += 1
     return score
 
 

@@ -51,14 +51,17 @@ def needs_stated(session: Session, catalog: Catalog, parse) -> list[str]:
         else:
             kinds = [_kind(c) for c in parse(t.text).include_categories]
         for k in kinds:
-            if k and k not in needs:
+            # "printers" after "inkjet printers" (or the other way round) is the same need
+            if k and not any(k in n or n in k for n in needs):
                 needs.append(k)
     return needs
 
 
-def chat_summary(session: Session, catalog: Catalog, parse) -> str:
-    """A second-person summary of what the agent knows about the shopper (see the module docstring)."""
-    history: list[Item] = [catalog.get(h) for h in session.history if h in catalog]
+def chat_summary(session: Session, catalog: Catalog, parse, item=None) -> str:
+    """A second-person summary of what the agent knows about the shopper (see the module docstring).
+    `item(id)` gives the item to name (default ``catalog.get``; a server passes its screened display items)."""
+    item = item or catalog.get
+    history: list[Item] = [item(h) for h in session.history if h in catalog]
     out: list[str] = []
     if history:
         cats = [_kind(c) for c, _ in Counter(h.category for h in history if h.category).most_common(2)]
@@ -81,7 +84,7 @@ def chat_summary(session: Session, catalog: Catalog, parse) -> str:
     if avoid:
         out.append(f"You'd rather not have {_join(avoid)}.")
     if session.accepted:
-        out.append(f"You chose the {_join([short_title(catalog.get(i)) for i in session.accepted[-2:] if i in catalog])}.")
+        out.append(f"You chose the {_join([short_title(item(i)) for i in session.accepted[-2:] if i in catalog])}.")
     if session.rejected:
         n = len(session.rejected)
         out.append(f"You passed on {n} item{'s' if n != 1 else ''} I showed you.")

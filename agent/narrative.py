@@ -77,8 +77,9 @@ def _first_sentence(text: str, max_chars: int = 180) -> str:
     if len(s) > max_chars or len(s.split()) < 4 or not s[0].isalpha():
         return ""
     from lumenrec.agent.intents import INJECTION_RX  # catalogue text is data: never quote orders in it
+    from lumenrec.data.screening import screen_text
 
-    if INJECTION_RX.search(text):
+    if INJECTION_RX.search(text) or screen_text(text).flagged:  # nothing of a flagged description is quoted
         return ""
     return s if s[-1] in ".!?" else s + "."
 
@@ -141,6 +142,11 @@ def _clean_output(text: str) -> str:
 
 # --------------------------------------------------------------------------------------------- offline
 _BORING_ATTRS = {"line", "pack", "colour", "color", "model", "sku"}
+# request words that name no feature
+_REQUEST_FILLER = {"need", "needs", "want", "wants", "looking", "something", "anything", "please", "thanks", "good",
+                   "nice", "great", "really", "maybe", "some", "more", "other", "another", "again", "instead", "would",
+                   "could", "should", "like", "kind", "sort", "thing", "things", "stuff", "office", "home", "work",
+                   "cheaper", "cheap", "better", "best", "new", "next", "also", "still", "about", "around", "pack"}
 
 
 def _request_reasons(item: Item, critique: str | None) -> list[str]:
@@ -175,6 +181,17 @@ def _request_reasons(item: Item, critique: str | None) -> list[str]:
         out.append(f"it comes as a pack of {pack}")
     if item.price is not None and re.search(r"\b(cheap\w*|budget|afford\w*|inexpensive|under|less|price)\b", low):
         out.append(f"it costs ${item.price:.2f}")
+    if len(out) < 2:  # features the shopper named that the title states ("wireless", "duplex", "refillable")
+        from lumenrec.agent.critique import FUNCTION_WORDS
+
+        title = set(re.findall(r"[a-z]+", item.title.lower()))
+        cats = {w.rstrip("s") for w in re.findall(r"[a-z]+", " ".join(item.categories).lower())}
+        said = {t.low for t in toks} - FUNCTION_WORDS - _REQUEST_FILLER - cats - set(COLOURS) - set(brand.split())
+        hits = [w for w in dict.fromkeys(t.low for t in toks) if w in said and w in title and len(w) > 3 and w.isalpha()
+                and w.rstrip("s") not in cats
+                and polarity.mention_polarity(toks, next(i for i, t in enumerate(toks) if t.low == w), 1) != "exclude"]
+        if hits:
+            out.append(f"it has the {_join(hits[:2])} you asked for")
     return out[:3]
 
 
@@ -262,9 +279,17 @@ class OfflineNarrator:
         cat = _cat(item.category) if item.category else "pick"
         reasons = _request_reasons(item, critique)
         b = item.brand
-        opener = _pick([f"From {b}'s {cat}" if b else f"From {cat}", f"A {b} pick in {cat}" if b else f"A pick in {cat}",
-                        f"This {b} option" if b else "This option", f"Among {cat}, this {b} one" if b else f"Among {cat}, this one"],
-                       *key, "a")
+        # a noun phrase: it opens "<opener>: <reasons>." and "<opener> fits what you described." alike.
+        # Answering a request (critique given), the item's title stands right beside the text: not repeated;
+        # a standalone endorsement names the item by its short name.
+        if critique is None:
+            st = short_title(item)
+            by = f" from {b}" if b and b.lower() not in st.lower() else ""
+            opener = _pick([f"The {st}{by}", f"The {st}{by}, in {cat},"], *key, "a")
+        else:
+            opener = _pick([f"This {b} option" if b else "This option", f"This {b} pick in {cat}" if b else f"This pick in {cat}",
+                            f"This pick from {b}'s {cat}" if b else f"This {cat} pick", f"This {cat} pick from {b}" if b else "This one"],
+                           *key, "a")
         if reasons:
             first = f"{opener}: {_join(reasons)}."
         elif critique:

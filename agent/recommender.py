@@ -42,6 +42,7 @@ from lumenrec.agent.intents import INJECTION_RX, NEED_RX, Intent
 from lumenrec.agent.narrative import short_title
 from lumenrec.agent.router import REFUSAL, OfflineRouter, RouteDecision
 from lumenrec.agent.session import Constraints, InMemorySessionStore, Session
+from lumenrec.data.screening import screen_catalog
 from lumenrec.data.types import Catalog, Item
 from lumenrec.errors import CheckpointError, ConfigError, DataNotFoundError, ToolInputError
 
@@ -213,6 +214,9 @@ class Recommender:
         self.router = router if router is not None else self.offline_router
         self.system_note: str | None = None  # set when a named dataset runs without its built system
         self._has_prices = any(it.price is not None for it in catalog)
+        # catalogue text is data: titles, brands and descriptions are screened once (links, phone
+        # numbers, e-mail addresses, instructions); replies, narratives and prompts see the screened text
+        self.screen = screen_catalog(catalog)
         self._title_index: dict[str, str] = {}
         for it in catalog:
             self._title_index.setdefault(it.title.strip().lower(), it.id)
@@ -498,7 +502,7 @@ class Recommender:
         if crit.signal == "accept" and session.last_shown:
             chosen = ref_id or session.last_shown[0]
             session.accept(chosen)
-            item = self.catalog.get(chosen)
+            item = self.screen.display_item(chosen)
             text = f"Great choice: {item.title}. I've noted it; ask me anytime for something to go with it."
             yield text
             return _Outcome(Intent.RECOMMEND, text, [(chosen, "you chose this item")], "")
@@ -519,7 +523,7 @@ class Recommender:
         # retrieval text: this message (minus excluded names), plus the request it refines if it refines one
         text = crit.text or message
         if anchor is not None:  # "more like #2": its kind, new items
-            text = self.catalog.get(anchor).title
+            text = self.screen.title(anchor)
         elif prev and not new_need and self.config.carry_request_text and prev.strip().lower() != text.strip().lower():
             text = f"{prev}. {text}"
         with _Timer(trace, "retrieve") as det:
@@ -559,13 +563,15 @@ class Recommender:
         session.record_shown(list(ids))
         intro = self._intro(crit, constraints, relaxed, notes, ids, anchor)
         yield intro + "\n"
-        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        hist = [self.screen.display_item(h) for h in session.history if h in self.catalog]
         out_items: list[tuple[str, str]] = []
         lines = [intro]
         with _Timer(trace, "narrate") as det:
             det.update(narrator=type(self.narrator).__name__, narrated=min(len(ids), self.config.narrate_top))
             for rank, iid in enumerate(ids, 1):
-                item = self.catalog.get(iid)
+                item = self.screen.display_item(iid)
+                if not item.brand and self.display_brand(iid):  # the narrative names the brand the title gives
+                    item = dataclasses.replace(item, brand=self.display_brand(iid))
                 why = self._narrate("endorsement", item, hist, session, crit.original or message) \
                     if rank <= self.config.narrate_top else ""
                 out_items.append((iid, why))
@@ -588,8 +594,8 @@ class Recommender:
             text = "I haven't shown you anything yet. Tell me what you need and I'll recommend a few items first."
             yield text
             return _Outcome(Intent.EXPLAIN, text)
-        item = self.catalog.get(iid)
-        hist = [self.catalog.get(h) for h in session.history if h in self.catalog]
+        item = self.screen.display_item(iid)
+        hist = [self.screen.display_item(h) for h in session.history if h in self.catalog]
         with _Timer(trace, "narrate") as det:
             why = self._narrate("endorsement", item, hist, session, None)
             det.update(narrator=type(self.narrator).__name__, item=iid)
@@ -606,7 +612,7 @@ class Recommender:
         from lumenrec.agent.memory import chat_summary
 
         with _Timer(trace, "narrate") as det:
-            summary = chat_summary(session, self.catalog, self.parser.parse)
+            summary = chat_summary(session, self.catalog, self.parser.parse, item=self.screen.display_item)
             det.update(narrator="memory", history=len(session.history), turns=len(session.turns))
         yield summary
         return _Outcome(Intent.SUMMARIZE_USER, summary, [], summary)
@@ -669,7 +675,7 @@ class Recommender:
                     "the brands you ruled out:")
         elif anchor is not None:
             head = f"More like #{crit.item_ref + 1 if crit.item_ref is not None and crit.item_ref >= 0 else 1}, " \
-                   f"{short_title(self.catalog.get(anchor))}" + (f" ({cons})" if cons else "") + ":"
+                   f"{short_title(self.screen.display_item(anchor))}" + (f" ({cons})" if cons else "") + ":"
         else:
             head = f"Here are some picks ({cons}):" if cons else "Here are some picks for you:"
         wanted = [c for c in constraints.attributes.get("colour", "").split(",") if c]
@@ -724,20 +730,22 @@ class Recommender:
         return n.narrate(kind, item, history, user_id=uid, critique=critique)
 
     def resolve_item_ref(self, session: Session, ref: str) -> str | None:
-        """An item id for a reference, first match of: an id shown in this session, a position in the
-        last shown list ('2', '#2'), a catalogue id, an exact title, an ordinal ('the second one')."""
+        """An item id for a reference to a SHOWN item, first match of: an id shown in this session, a
+        position in the last shown list ('2', '#2'), the exact title of a shown item, an ordinal ('the
+        second one'). Never an item that was not shown: "99" after five shown items is None, not
+        catalogue id 99."""
         ref = (ref or "").strip()
         if not ref:
             return None
-        if any(ref in row for row in session.shown):
+        shown = {i for row in session.shown for i in row}
+        if ref in shown:
             return ref
-        m = re.fullmatch(r"#?\s*(\d{1,2})", ref)  # a position wins over a numeric id not shown
-        if m and 1 <= int(m.group(1)) <= len(session.last_shown):
-            return session.resolve_ref(int(m.group(1)) - 1)
-        if ref in self.catalog:
-            return ref
+        m = re.fullmatch(r"#?\s*(\d{1,3})", ref)  # a number that is not a shown id is a position, or nothing
+        if m:
+            n = int(m.group(1))
+            return session.resolve_ref(n - 1) if 1 <= n <= len(session.last_shown) else None
         by_title = self._title_index.get(ref.lower())
-        if by_title is not None:
+        if by_title is not None and by_title in shown:
             return by_title
         crit = self.parser.parse(ref, shown=session.last_shown or None)
         return session.resolve_ref(crit.item_ref) if crit.item_ref is not None else None
@@ -760,21 +768,31 @@ class Recommender:
                     dropped.append(iid)
                 continue
             seen.add(gid)
-            it = self.catalog.get(gid)
-            out.append({"id": it.id, "title": it.title, "brand": it.brand, "category": it.category, "why": why})
+            out.append(self.item_dict(gid, why))
         if dropped:
             log.warning("dropped %d item ids not in the catalogue: %s", len(dropped), dropped[:5])
             trace.append(TraceStep("ground", 0.0, {"dropped": dropped}))
         return out
 
+    def display_brand(self, item_id: str) -> str:
+        """The brand to show: the (screened) brand field, else the catalogue brand the title starts with."""
+        brand = self.screen.brand(item_id)
+        if brand:
+            return brand
+        from lumenrec.data.screening import screen_text
+
+        return screen_text(effective_brand(self.screen.display_item(item_id), self.parser.brand_keys), "brand").text
+
     def item_dict(self, item_id: str, why: str = "") -> dict[str, str]:
         it = self.catalog.get(item_id)
-        return {"id": it.id, "title": it.title, "brand": it.brand, "category": it.category, "why": why}
+        return {"id": it.id, "title": self.screen.title(item_id), "brand": self.display_brand(item_id),
+                "category": it.category, "why": why}
 
 
 # ---------------------------------------------------------------------------------------------- utils
-def _item_line(item: Item) -> str:
-    return f"{item.title}" + (f" ({item.brand})" if item.brand else "")
+def _item_line(item: Item, brand: str | None = None) -> str:
+    brand = item.brand if brand is None else brand
+    return f"{item.title}" + (f" ({brand})" if brand else "")
 
 
 def _describe(retriever) -> dict[str, Any]:

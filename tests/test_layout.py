@@ -5,7 +5,8 @@ Layers, lowest first; a layer may import itself and the layers listed for it, ne
 
     core (errors, polarity) < data < metrics (eval's metrics, protocol, baselines) < retriever
     < agent.llm (language layer) < agent (conversational core) < tools < agent.serving, eval (replay, ...)
-    < eval.bench (benchmark scripts) < app (the CLI, quickstart, build and every area's command module)
+    < build (`lumenrec build`: trains and writes a system) < eval.bench (benchmark scripts)
+    < app (the CLI, quickstart and every area's command module)
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "tools": {"core", "data", "metrics", "retriever", "llm", "agent", "tools"},
     "serving": {"core", "data", "metrics", "retriever", "llm", "agent", "tools", "serving"},
     "eval": {"core", "data", "metrics", "retriever", "llm", "agent", "tools", "eval"},
-    "bench": {"core", "data", "metrics", "retriever", "llm", "agent", "tools", "serving", "eval", "bench"},
-    "app": {"core", "data", "metrics", "retriever", "llm", "agent", "tools", "serving", "eval", "bench", "app"},
+    "build": {"core", "data", "metrics", "retriever", "llm", "agent", "build"},
+    "bench": {"core", "data", "metrics", "retriever", "llm", "agent", "tools", "serving", "eval", "build", "bench"},
+    "app": {"core", "data", "metrics", "retriever", "llm", "agent", "tools", "serving", "eval", "build", "bench", "app"},
 }
 METRICS = {"lumenrec.eval", "lumenrec.eval.metrics", "lumenrec.eval.protocol", "lumenrec.eval.baselines"}
 # Named exceptions, each with its reason. Keep this short: a new entry is a design decision.
@@ -54,7 +56,9 @@ def layer_of(module: str) -> str | None:
     sub = parts[1] if len(parts) > 1 else ""
     if sub in ("", "errors", "polarity"):
         return "core"
-    if sub in ("cli", "quickstart", "build", "__main__") or parts[-1] == "commands" or parts[-1].endswith("_commands"):
+    if sub == "build" and len(parts) == 2:
+        return "build"
+    if sub in ("cli", "quickstart", "__main__") or parts[-1] == "commands" or parts[-1].endswith("_commands"):
         return "app"
     if module in METRICS:
         return "metrics"

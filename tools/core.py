@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from lumenrec.errors import ToolInputError
 
-__all__ = ["LumenTools", "TOOL_NAMES", "TOOL_SCHEMAS", "format_items", "ToolResult"]
+__all__ = ["LumenTools", "TOOL_NAMES", "TOOL_SCHEMAS", "format_items", "ToolResult", "tool_description",
+           "tool_args_model", "tool_example", "validate_tool_args"]
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,10 @@ TOOL_NAMES = ("recommend", "refine_with_critique", "explain_item", "summarize_us
 
 _SID = {"type": "string", "description": "The conversation id; use the same one for every turn of a conversation."}
 
-# JSON-schema parameters of each tool (OpenAI tool calling, MCP input schema, LangChain args).
+# JSON-schema parameters of each tool: THE schema source of every surface. OpenAI tool calling sends
+# them with "strict": true (every property required, additionalProperties false), MCP lists them as
+# input schemas, and tool_args_model() turns them into the pydantic models of LangChain (args_schema)
+# and LlamaIndex (fn_schema) and the validation of MCP calls. Change a tool's arguments here only.
 TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
     "recommend": {"type": "object", "properties": {
         "session_id": _SID,
@@ -157,7 +161,7 @@ class LumenTools:
             if gid is None:
                 raise ToolInputError(f"{iid!r} is not an item of the catalogue; send an id from an 'id | title | brand' "
                                      "line returned by recommend.")
-            it = self.rec.catalog.get(gid)
+            it = self.rec.screen.display_item(gid)  # screened: no links, numbers or orders from the catalogue
             lines = [f"{it.id} | {it.title} | {it.brand or '-'}"]
             if it.categories:
                 lines.append("category: " + " > ".join(it.categories))
@@ -165,32 +169,27 @@ class LumenTools:
                 lines.append(f"price: ${it.price:.2f}")
             for k, v in sorted(it.attributes.items()):
                 lines.append(f"{k}: {v}")
-            if it.description:
-                lines.append("description: " + it.description[:600])
+            desc = self.rec.screen.description(gid)  # without its flagged sentences
+            if desc:
+                lines.append("description: " + desc[:600])
             return ToolResult("\n".join(lines), [self.rec.item_dict(gid)], "item_details")
         return self._run("item_details", go, item_id=item_id)
 
     # -- dispatch -------------------------------------------------------------------------------
     def call(self, name: str, arguments: dict[str, Any] | str | None) -> ToolResult:
-        """Call a tool by name with JSON arguments (a dict or a JSON string); never raises."""
-        if name not in TOOL_NAMES:
-            return ToolResult(f"There is no tool {name!r}; the tools are: {', '.join(TOOL_NAMES)}.", ok=False)
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments or "{}")
-            except json.JSONDecodeError as e:
-                return ToolResult(f"The arguments of {name} are not valid JSON ({e.msg}); send an object like "
-                                  f"{json.dumps(_example(name))}.", ok=False)
-        arguments = arguments or {}
-        if not isinstance(arguments, dict):
-            return ToolResult(f"The arguments of {name} must be a JSON object like {json.dumps(_example(name))}.", ok=False)
-        schema = TOOL_SCHEMAS[name]
-        missing = [k for k in schema["required"] if k not in arguments]
-        extra = [k for k in arguments if k not in schema["properties"]]
-        if missing or extra:
-            what = (f"missing {', '.join(missing)}" if missing else "") + ("; " if missing and extra else "") + \
-                   (f"unknown {', '.join(extra)}" if extra else "")
-            return ToolResult(f"Bad arguments for {name} ({what}); send {json.dumps(_example(name))}.", ok=False)
+        """Call a tool by name with JSON arguments (a dict or a JSON string); never raises.
+
+        Arguments are checked against TOOL_SCHEMAS first: a missing, unknown or mistyped argument is a
+        failed ToolResult (``ok=False``) that says what to send."""
+        try:
+            args = validate_tool_args(name, arguments)
+        except ToolInputError as e:
+            self.calls.append({"name": name, "args": arguments, "ok": False, "items": []})
+            return ToolResult(str(e), ok=False)
+        return self.result(name, **args)
+
+    def result(self, name: str, **arguments: Any) -> ToolResult:
+        """The structured result of one tool (arguments already checked against its schema)."""
         fn = {"recommend": self.recommend_result, "refine_with_critique": self.refine_result,
               "explain_item": self.explain_result, "summarize_user": self.summarize_result,
               "item_details": self.details_result}[name]
@@ -224,9 +223,69 @@ def _reply_text(reply) -> str:
     return f"{reply.text}\n{format_items(reply.items, with_why=False)}"
 
 
-def _example(name: str) -> dict[str, str]:
+def tool_example(name: str) -> dict[str, str]:
+    """A good call of the tool (the example an error message shows)."""
     return {"recommend": {"session_id": "s1", "request": "blue gel pens"},
             "refine_with_critique": {"session_id": "s1", "critique": "not BIC again"},
             "explain_item": {"session_id": "s1", "item_ref": "2"},
             "summarize_user": {"session_id": "s1"},
             "item_details": {"item_id": "123"}}[name]
+
+
+def tool_description(name: str) -> str:
+    """The tool's docstring on one line: the description every surface sends to the model."""
+    if name not in TOOL_NAMES:
+        raise ToolInputError(f"there is no tool {name!r}; the tools are: {', '.join(TOOL_NAMES)}")
+    return " ".join((getattr(LumenTools, name).__doc__ or "").split())
+
+
+_MODELS: dict[str, Any] = {}
+_JSON_TYPES = {"string": str, "integer": int, "number": float, "boolean": bool}
+
+
+def tool_args_model(name: str):
+    """A pydantic model of the tool's arguments, built from TOOL_SCHEMAS (descriptions included;
+    unknown arguments are refused: ``extra="forbid"``). LangChain's ``args_schema`` and LlamaIndex's
+    ``fn_schema`` are this model, so a bad call is a validation error before the tool runs."""
+    if name in _MODELS:
+        return _MODELS[name]
+    if name not in TOOL_NAMES:
+        raise ToolInputError(f"there is no tool {name!r}; the tools are: {', '.join(TOOL_NAMES)}")
+    from pydantic import ConfigDict, Field, create_model
+
+    schema = TOOL_SCHEMAS[name]
+    fields: dict[str, Any] = {}
+    for arg, spec in schema["properties"].items():
+        default = ... if arg in schema["required"] else None
+        fields[arg] = (_JSON_TYPES[spec["type"]], Field(default, description=spec["description"]))
+    model = create_model(name, __config__=ConfigDict(extra="forbid", title=name), **fields)
+    model.__doc__ = tool_description(name)
+    _MODELS[name] = model
+    return model
+
+
+def validate_tool_args(name: str, arguments: Any) -> dict[str, Any]:
+    """`arguments` checked against the tool's schema (dict or JSON string); ToolInputError naming what
+    is missing, unknown or of the wrong type, with an example of a good call."""
+    if name not in TOOL_NAMES:
+        raise ToolInputError(f"There is no tool {name!r}; the tools are: {', '.join(TOOL_NAMES)}.")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments or "{}")
+        except json.JSONDecodeError as e:
+            raise ToolInputError(f"The arguments of {name} are not valid JSON ({e.msg}); send an object like "
+                                 f"{json.dumps(tool_example(name))}.") from e
+    arguments = {} if arguments is None else arguments
+    if not isinstance(arguments, dict):
+        raise ToolInputError(f"The arguments of {name} must be a JSON object like {json.dumps(tool_example(name))}.")
+    schema = TOOL_SCHEMAS[name]
+    missing = [k for k in schema["required"] if k not in arguments]
+    extra = [str(k) for k in arguments if k not in schema["properties"]]
+    wrong = [k for k, v in arguments.items() if k in schema["properties"]
+             and not isinstance(v, _JSON_TYPES[schema["properties"][k]["type"]])]
+    if missing or extra or wrong:
+        what = "; ".join(p for p in (f"missing {', '.join(missing)}" if missing else "",
+                                     f"unknown {', '.join(extra)}" if extra else "",
+                                     f"{', '.join(wrong)} must be a string" if wrong else "") if p)
+        raise ToolInputError(f"Bad arguments for {name} ({what}); send {json.dumps(tool_example(name))}.")
+    return dict(arguments)

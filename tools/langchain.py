@@ -10,10 +10,11 @@ Requires the ``langchain`` extra (imported lazily: ``MissingExtraError`` otherwi
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from lumenrec.errors import MissingExtraError
-from lumenrec.tools.core import TOOL_NAMES, TOOL_SCHEMAS, LumenTools
+from lumenrec.tools.core import TOOL_NAMES, LumenTools, tool_args_model, tool_description, tool_example
 
 __all__ = ["langchain_tools", "LumenItemRetriever", "make_item_retriever"]
 
@@ -22,23 +23,47 @@ def _lc():
     try:
         from langchain_core.documents import Document
         from langchain_core.retrievers import BaseRetriever
-        from langchain_core.tools import StructuredTool
+        from langchain_core.tools import StructuredTool, ToolException
     except ImportError as e:
         raise MissingExtraError(e.name or "langchain-core", "langchain", "the LangChain tools") from e
-    return StructuredTool, BaseRetriever, Document
+    return StructuredTool, BaseRetriever, Document, ToolException
 
 
 def langchain_tools(tools: LumenTools) -> list[Any]:
-    """The five tools as LangChain StructuredTools (names, docstrings and JSON schemas of tools.core)."""
-    StructuredTool, _, _ = _lc()
+    """The five tools as LangChain StructuredTools (names, docstrings and schemas of tools.core).
+
+    ``args_schema`` is the pydantic model of TOOL_SCHEMAS (argument descriptions, unknown arguments
+    refused), so a bad call is a validation error, reported to the model as an error ToolMessage
+    that says what to send; a tool that cannot act (unknown item, nothing shown yet) raises
+    ToolException, which LangChain also returns as a ToolMessage with ``status="error"``."""
+    StructuredTool, _, _, ToolException = _lc()
     out = []
     for name in TOOL_NAMES:
-        fn = getattr(tools, name)
-        schema = dict(TOOL_SCHEMAS[name], title=name)
-        schema.pop("additionalProperties", None)
-        out.append(StructuredTool.from_function(func=fn, name=name, args_schema=schema,
-                                                description=" ".join((fn.__doc__ or "").split())))
+        def run(_name=name, **kwargs: Any) -> str:
+            res = tools.result(_name, **kwargs)
+            if not res.ok:
+                raise ToolException(res.text)
+            return res.text
+
+        out.append(StructuredTool.from_function(
+            func=run, name=name, description=tool_description(name), args_schema=tool_args_model(name),
+            handle_tool_error=True, handle_validation_error=_ValidationMessage(name)))
     return out
+
+
+class _ValidationMessage:
+    """handle_validation_error: the pydantic error turned into one actionable sentence."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, err: Exception) -> str:
+        parts = []
+        for e in getattr(err, "errors", lambda: [])()[:5]:
+            loc = ".".join(str(x) for x in e.get("loc", ())) or "arguments"
+            parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        return (f"Bad arguments for {self.name} ({'; '.join(parts) or err}); send "
+                f"{json.dumps(tool_example(self.name))}.")
 
 
 def _item_document(Document, item, score: float | None = None):
@@ -57,7 +82,7 @@ def _retriever_class():
     """The LangChain BaseRetriever subclass, defined on first use (LangChain is an optional extra)."""
     if "cls" in _CLS:
         return _CLS["cls"]
-    _, BaseRetriever, Document = _lc()
+    _, BaseRetriever, Document, _ = _lc()
     from lumenrec.retriever.base import Query
 
     class LumenItemRetriever(BaseRetriever):
@@ -68,10 +93,14 @@ def _retriever_class():
         recommender: Any
         k: int = 5
 
-        def _get_relevant_documents(self, query: str, *, run_manager=None) -> list:
-            ids, scores = self.recommender.retriever.retrieve(Query(text=query), k=self.k)
-            cat = self.recommender.catalog
-            return [_item_document(Document, cat.get(i), s) for i, s in zip(ids, scores)]
+        def _get_relevant_documents(self, query: str, *, run_manager=None, k: int | None = None) -> list:
+            # `k` per call (``invoke(q, k=1)``) overrides the constructor's
+            n = self.k if k is None else int(k)
+            if n < 1:
+                raise ValueError(f"k must be >= 1, got {n}")
+            ids, scores = self.recommender.retriever.retrieve(Query(text=query), k=n)
+            screen = self.recommender.screen  # the text an LLM reads is screened catalogue text
+            return [_item_document(Document, screen.display_item(i), s) for i, s in zip(ids, scores)]
 
     _CLS["cls"] = LumenItemRetriever
     return LumenItemRetriever

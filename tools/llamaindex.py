@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lumenrec.errors import MissingExtraError
-from lumenrec.tools.core import TOOL_NAMES, LumenTools
+from lumenrec.tools.core import TOOL_NAMES, LumenTools, tool_args_model, tool_description
 
 __all__ = ["LumenToolSpec", "make_llama_retriever"]
 
@@ -22,19 +22,22 @@ def _li():
     try:
         from llama_index.core.retrievers import BaseRetriever
         from llama_index.core.schema import NodeWithScore, TextNode
+        from llama_index.core.tools import FunctionTool, ToolOutput
         from llama_index.core.tools.tool_spec.base import BaseToolSpec
     except ImportError as e:
         raise MissingExtraError(e.name or "llama-index-core", "llamaindex", "the LlamaIndex tools") from e
-    return BaseToolSpec, BaseRetriever, NodeWithScore, TextNode
+    return BaseToolSpec, BaseRetriever, NodeWithScore, TextNode, FunctionTool, ToolOutput
 
 
 def _spec_class():
     if "spec" in _CLS:
         return _CLS["spec"]
-    BaseToolSpec, _, _, _ = _li()
+    BaseToolSpec, _, _, _, FunctionTool, ToolOutput = _li()
 
     class LumenToolSpec(BaseToolSpec):
-        """The five lumenrec tools; ``to_tool_list()`` gives LlamaIndex FunctionTools."""
+        """The five lumenrec tools; ``to_tool_list()`` gives LlamaIndex FunctionTools whose ``fn_schema``
+        is the pydantic model of tools.core.TOOL_SCHEMAS (argument descriptions, unknown arguments
+        refused) and whose output has ``is_error=True`` when the tool could not act."""
 
         spec_functions = list(TOOL_NAMES)
 
@@ -56,6 +59,21 @@ def _spec_class():
         def item_details(self, item_id: str) -> str:
             return self.tools.item_details(item_id)
 
+        def to_tool_list(self, spec_functions=None, func_to_metadata_mapping=None) -> list:
+            names = [n if isinstance(n, str) else n[0] for n in (spec_functions or self.spec_functions)]
+            out = []
+            for name in names:
+                def run(_name=name, **kwargs):  # checked against the schema: never a TypeError
+                    return self.tools.call(_name, kwargs)
+
+                def as_output(res, _name=name):  # the ToolResult -> ToolOutput, failures flagged as errors
+                    return ToolOutput(content=res.text, tool_name=_name, raw_input={}, raw_output=res.text,
+                                      is_error=not res.ok)
+
+                out.append(FunctionTool.from_defaults(fn=run, name=name, description=tool_description(name),
+                                                      fn_schema=tool_args_model(name), callback=as_output))
+            return out
+
     for name in TOOL_NAMES:  # one docstring per tool, the one the LLM reads (tools.core)
         getattr(LumenToolSpec, name).__doc__ = getattr(LumenTools, name).__doc__
     _CLS["spec"] = LumenToolSpec
@@ -65,7 +83,7 @@ def _spec_class():
 def _retriever_class():
     if "ret" in _CLS:
         return _CLS["ret"]
-    _, BaseRetriever, NodeWithScore, TextNode = _li()
+    _, BaseRetriever, NodeWithScore, TextNode, _, _ = _li()
     from lumenrec.retriever.base import Query
 
     class LumenLlamaRetriever(BaseRetriever):
@@ -80,7 +98,7 @@ def _retriever_class():
             ids, scores = self.recommender.retriever.retrieve(Query(text=query_bundle.query_str), k=self.k)
             out = []
             for i, s in zip(ids, scores):
-                it = self.recommender.catalog.get(i)
+                it = self.recommender.screen.display_item(i)  # screened catalogue text
                 meta = {"title": it.title, "brand": it.brand, "category": it.category}
                 if it.price is not None:
                     meta["price"] = it.price

@@ -10,11 +10,12 @@ Requires the ``mcp`` extra (imported lazily: ``MissingExtraError`` otherwise).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import sys
 
 from lumenrec.errors import ConfigError, MissingExtraError
-from lumenrec.tools.core import TOOL_NAMES, LumenTools
+from lumenrec.tools.core import TOOL_NAMES, TOOL_SCHEMAS, LumenTools, tool_args_model, tool_description
 
 __all__ = ["build_mcp_server", "serve_mcp", "load_recommender"]
 
@@ -34,13 +35,52 @@ def _mcp_server_class():
 
 
 def build_mcp_server(tools: LumenTools, name: str = "lumenrec"):
-    """An MCPServer exposing the five tools (names, docstrings and signatures from tools.core)."""
+    """An MCPServer exposing the five tools.
+
+    Input schemas are tools.core.TOOL_SCHEMAS (argument descriptions, ``additionalProperties: false``)
+    and calls are validated against the same pydantic models LangChain and LlamaIndex use, so an
+    unknown or mistyped argument is refused. A tool that cannot act (empty request, unknown item,
+    nothing shown yet) answers with ``isError: true`` and a sentence saying what to send instead.
+    """
     MCPServer = _mcp_server_class()
-    server = MCPServer(name, instructions=INSTRUCTIONS)
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.server.mcpserver.tools import Tool
+    from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
+    from pydantic import ConfigDict
+
+    built = []
     for tool_name in TOOL_NAMES:
-        fn = getattr(tools, tool_name)
-        server.add_tool(fn, name=tool_name, description=" ".join((fn.__doc__ or "").split()))
-    return server
+        def run(_name=tool_name, **kwargs) -> str:
+            res = tools.call(_name, kwargs)
+            if not res.ok:
+                raise ToolError(res.text)  # -> CallToolResult(is_error=True, content=[the sentence])
+            return res.text
+
+        model = tool_args_model(tool_name)
+        # the SDK validates with an ArgModelBase; ours adds the schema's fields and extra="forbid"
+        args_model = type(f"{tool_name}_args", (ArgModelBase, model),
+                          {"model_config": ConfigDict(extra="forbid", arbitrary_types_allowed=True)})
+        tool = Tool.from_function(_signature_fn(run, tool_name), name=tool_name, description=tool_description(tool_name),
+                                  structured_output=False)
+        built.append(tool.model_copy(update={"parameters": copy.deepcopy(TOOL_SCHEMAS[tool_name]),
+                                             "fn_metadata": FuncMetadata(arg_model=args_model)}))
+    return MCPServer(name, instructions=INSTRUCTIONS, tools=built)
+
+
+def _signature_fn(run, name: str):
+    """`run` with the tool's named parameters as its signature (what the SDK inspects)."""
+    import functools
+    import inspect
+
+    params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, annotation=str) for k in TOOL_SCHEMAS[name]["properties"]]
+
+    @functools.wraps(run)
+    def fn(**kwargs) -> str:
+        return run(**kwargs)
+
+    fn.__signature__ = inspect.Signature(params, return_annotation=str)
+    fn.__name__ = name
+    return fn
 
 
 def load_recommender(dataset: str = "synthetic", model_dir: str | None = None):

@@ -12,21 +12,28 @@ objects or plain dicts.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
-from lumenrec.tools.core import TOOL_NAMES, TOOL_SCHEMAS, LumenTools
+from lumenrec.tools.core import TOOL_NAMES, TOOL_SCHEMAS, LumenTools, tool_description
 
 __all__ = ["openai_tool_schemas", "dispatch", "parse_tool_call"]
 
 
-def openai_tool_schemas() -> list[dict[str, Any]]:
-    """The five tools in the OpenAI ``tools=[{"type": "function", ...}]`` format."""
+def openai_tool_schemas(strict: bool = True) -> list[dict[str, Any]]:
+    """The five tools in the OpenAI ``tools=[{"type": "function", ...}]`` format.
+
+    ``strict`` (default) asks for Structured Outputs: the model's arguments then always match the
+    schema. TOOL_SCHEMAS already follow the strict-mode rules (every property required,
+    ``additionalProperties: false``, a description on every argument)."""
     out = []
     for name in TOOL_NAMES:
-        doc = " ".join((getattr(LumenTools, name).__doc__ or "").split())
-        out.append({"type": "function", "function": {"name": name, "description": doc,
-                                                      "parameters": TOOL_SCHEMAS[name]}})
+        fn: dict[str, Any] = {"name": name, "description": tool_description(name),
+                              "parameters": copy.deepcopy(TOOL_SCHEMAS[name])}
+        if strict:
+            fn["strict"] = True
+        out.append({"type": "function", "function": fn})
     return out
 
 

@@ -25,7 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", default=os.environ.get("LUMENREC_TOKEN"),
                    help="bearer token clients must send (default $LUMENREC_TOKEN); required off loopback")
-    p.add_argument("--db", default=None, help="SQLite file for sessions (default: in memory, lost on restart)")
+    p.add_argument("--db", default=None,
+                   help="where sessions live: a SQLite file, or postgresql://user@host:port/db to share them between "
+                        "replicas (default: in memory, lost on restart)")
+    p.add_argument("--api-keys", default=None, metavar="FILE",
+                   help="API keys, one 'principal key' per line (or a JSON object): each key is its own principal "
+                        "(its sessions, its rate limit)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="another Host header name to accept on the tokenless loopback default (repeatable)")
+    p.add_argument("--max-concurrent-turns", type=int, default=4, help="turns running at once (default 4)")
+    p.add_argument("--max-queue", type=int, default=64, help="turns waiting for a slot before 503s (default 64)")
+    p.add_argument("--queue-timeout", type=float, default=15.0, help="seconds a turn may wait for a slot (default 15)")
+    p.add_argument("--request-timeout", type=float, default=60.0,
+                   help="deadline of a turn in seconds: past it 504 and the turn is not applied (default 60)")
+    p.add_argument("--session-ttl", type=float, default=7 * 24 * 3600.0,
+                   help="seconds an untouched session lives (default 7 days; 0: forever)")
+    p.add_argument("--max-turns", type=int, default=200, help="turns per session (default 200)")
     p.add_argument("--rate-limit", default="600/min", help="requests per client, e.g. 600/min, 10/s; 0 disables")
     p.add_argument("--max-body-bytes", type=int, default=65536, help="largest request body accepted")
     p.add_argument("--max-message-chars", type=int, default=4000, help="longest shopper message accepted")
@@ -57,9 +72,9 @@ def build_recommender(args: argparse.Namespace):
 
     store = None
     if args.db:
-        from lumenrec.agent.serving.store import SQLiteSessionStore
+        from lumenrec.agent.serving.store import open_store
 
-        store = SQLiteSessionStore(args.db)
+        store = open_store(args.db, ttl_s=getattr(args, "session_ttl", 0.0))
     if args.factory:
         mod, _, fn = args.factory.partition(":")
         if not fn:
@@ -97,9 +112,16 @@ def _serve(args: argparse.Namespace) -> int:
     from lumenrec.agent.serving.server import ServeConfig, serve
 
     # validate the config first: a missing token off loopback fails before any model loads
+    from lumenrec.agent.serving.server import load_api_keys
+
     config = ServeConfig(host=args.host, port=args.port, token=args.token or None, db_path=args.db,
+                         api_keys=load_api_keys(args.api_keys) if args.api_keys else {},
                          rate_limit_per_min=args.rate_limit, max_body_bytes=args.max_body_bytes,
-                         max_message_chars=args.max_message_chars, log_level=args.log_level)
+                         max_message_chars=args.max_message_chars, log_level=args.log_level,
+                         allowed_hosts=tuple(args.allowed_host), max_concurrent_turns=args.max_concurrent_turns,
+                         max_queue=args.max_queue, queue_timeout_s=args.queue_timeout,
+                         request_timeout_s=args.request_timeout, session_ttl_s=args.session_ttl,
+                         max_turns=args.max_turns)
     serve(config, build_recommender(args))
     return 0
 

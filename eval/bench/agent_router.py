@@ -153,7 +153,7 @@ def to_markdown(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="office-2014")
-    ap.add_argument("--backend", default="tfidf", choices=["tfidf", "minilm"])
+    ap.add_argument("--backend", default="tfidf", choices=["tfidf", "minilm", "learned"])
     a = ap.parse_args(argv)
     r = run_bench(a.dataset, a.backend)
     write_json("agent_router", r)

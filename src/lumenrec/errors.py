@@ -8,6 +8,7 @@
     ├── CheckpointError        a checkpoint directory is missing, incomplete or corrupt
     ├── ItemIndexError         the item index is missing, stale, or built by another model
     ├── LLMError               an LLM backend failed after its retries
+    ├── StoreError             the session store cannot be read or written (its database is down or gone)
     └── ToolInputError         a tool/API call got arguments it cannot act on
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "CheckpointError",
     "ItemIndexError",
     "LLMError",
+    "StoreError",
     "ToolInputError",
 ]
 
@@ -74,6 +76,10 @@ class ItemIndexError(LumenrecError):
 
 class LLMError(LumenrecError):
     """An LLM backend failed (timeout, refused, malformed output) after its bounded retries."""
+
+
+class StoreError(LumenrecError):
+    """The session store failed (database unreachable, file deleted, lock timeout); nothing was written."""
 
 
 class ToolInputError(LumenrecError, ValueError):

@@ -69,8 +69,11 @@ def test_offline_narratives_over_the_tiny_catalog_are_grounded(tiny_catalog):
 def test_offline_narrator_edge_cases(tiny_catalog):
     n = OfflineNarrator()
     text = n.narrate("endorsement", tiny_catalog.get("t1"), [])
-    assert "HP" in text and "HP 63 black ink cartridge" not in text  # the list shows the title: not repeated
+    assert text.startswith("The HP 63 black ink cartridge")  # a standalone endorsement names its item
     assert "order" not in text  # no history: nothing said about past orders
+    answer = n.narrate("endorsement", tiny_catalog.get("t1"), [], critique="black ink please")
+    assert "HP" in answer and "HP 63 black ink cartridge" not in answer  # beside the listed title: not repeated
+    assert "black" in answer  # tied to the request
     assert n.narrate("user_summary", None, [])  # no history is still a sentence, not a crash
     with pytest.raises(ToolInputError):
         n.narrate("endorsement", None, [])

@@ -67,13 +67,60 @@ def test_explain_unknown_reference(tools):
     assert "send a position between 1 and" in out
 
 
-def test_openai_schemas_are_valid_function_tools():
+def _strict_ok(schema: dict, where: str) -> None:
+    """OpenAI Structured Outputs rules for a function's parameters (object schemas all the way down)."""
+    assert schema["type"] == "object", where
+    assert schema.get("additionalProperties") is False, f"{where}: additionalProperties must be false"
+    assert sorted(schema["required"]) == sorted(schema["properties"]), f"{where}: every property must be required"
+    for arg, spec in schema["properties"].items():
+        assert spec.get("description", "").strip(), f"{where}.{arg} has no description"
+        assert spec["type"] in ("string", "number", "integer", "boolean", "object", "array"), f"{where}.{arg}"
+        unsupported = {"minLength", "maxLength", "default", "title"} & set(spec)
+        assert not unsupported, f"{where}.{arg}: {unsupported} are not allowed in strict mode"
+        if spec["type"] == "object":
+            _strict_ok(spec, f"{where}.{arg}")
+
+
+def test_openai_schemas_are_strict_function_tools():
+    from openai import pydantic_function_tool
+    from openai.types.shared import FunctionDefinition
+
+    from lumenrec.tools.core import tool_args_model
+
     schemas = openai_tool_schemas()
     assert [s["function"]["name"] for s in schemas] == list(TOOL_NAMES)
     for s in schemas:
-        assert s["type"] == "function" and s["function"]["description"]
-        assert s["function"]["parameters"]["type"] == "object"
+        fn = s["function"]
+        assert s["type"] == "function" and fn["strict"] is True and "Call this" in fn["description"]
+        FunctionDefinition.model_validate(fn)  # the SDK's own type accepts it
+        _strict_ok(fn["parameters"], fn["name"])
+        # the SDK's strict conversion of the same pydantic model (what LangChain/LlamaIndex get) agrees
+        sdk = pydantic_function_tool(tool_args_model(fn["name"]))["function"]["parameters"]
+        assert sdk["required"] == fn["parameters"]["required"] and sdk["additionalProperties"] is False
+        assert {k: v["description"] for k, v in sdk["properties"].items()} == \
+            {k: v["description"] for k, v in fn["parameters"]["properties"].items()}
+    assert "strict" not in openai_tool_schemas(strict=False)[0]["function"]
     json.dumps(schemas)  # serialisable as a request body
+
+
+def test_the_strict_check_can_fail():
+    with pytest.raises(AssertionError, match="additionalProperties"):
+        _strict_ok({"type": "object", "properties": {"a": {"type": "string", "description": "x"}}, "required": ["a"]}, "t")
+    with pytest.raises(AssertionError, match="required"):
+        _strict_ok({"type": "object", "additionalProperties": False,
+                    "properties": {"a": {"type": "string", "description": "x"}}, "required": []}, "t")
+
+
+def test_positions_resolve_only_against_shown_items(tools):
+    """'99' after 5 shown items is an error, never catalogue item 99; an unshown catalogue id too."""
+    ids = ids_in(tools.recommend("pos-1", "staplers"))
+    assert len(ids) == 5
+    unshown = next(i for i in tools.rec.catalog.ids if i not in ids)
+    for ref in ("99", "6", "0", unshown, tools.rec.catalog.get(unshown).title):
+        res = tools.explain_result("pos-1", ref)
+        assert not res.ok and "between 1 and 5" in res.text, ref
+    assert ids_in(tools.explain_item("pos-1", "5")) == [ids[4]]
+    assert ids_in(tools.explain_item("pos-1", ids[2])) == [ids[2]]
 
 
 def test_openai_dispatch_of_json_tool_calls(tools):
@@ -98,6 +145,7 @@ def test_openai_dispatch_of_json_tool_calls(tools):
     ({"function": {"name": "launch_rocket", "arguments": "{}"}}, "There is no tool"),
     ({"function": {"arguments": "{}"}}, "no function name"),
     ({"function": {"name": "recommend", "arguments": "[1, 2]"}}, "must be a JSON object"),
+    ({"function": {"name": "recommend", "arguments": '{"session_id": "s", "request": 5}'}}, "request must be a string"),
 ])
 def test_openai_dispatch_bad_calls(tools, call, expect):
     out = dispatch(call, tools)

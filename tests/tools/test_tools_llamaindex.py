@@ -47,3 +47,84 @@ def test_llama_retriever_returns_item_nodes(rec):
     for n in nodes:
         item = rec.catalog.get(n.node.node_id)
         assert n.node.metadata["title"] == item.title
+
+
+def test_fn_schemas_have_argument_descriptions_and_refuse_unknown_arguments(rec):
+    from lumenrec.tools.core import TOOL_SCHEMAS
+    from lumenrec.tools.llamaindex import LumenToolSpec
+
+    tools = {t.metadata.name: t for t in LumenToolSpec(LumenTools(rec)).to_tool_list()}
+    for name, t in tools.items():
+        assert t.metadata.fn_schema.model_json_schema()["additionalProperties"] is False, name
+        params = t.metadata.get_parameters_dict()
+        for arg, spec in TOOL_SCHEMAS[name]["properties"].items():
+            assert params["properties"][arg]["description"] == spec["description"], (name, arg)
+        # what an agent sends to the LLM: the OpenAI-style tool, descriptions included
+        fn = t.metadata.to_openai_tool()["function"]
+        assert fn["name"] == name and all("description" in p for p in fn["parameters"]["properties"].values())
+
+
+@pytest.mark.parametrize("kwargs,expect", [
+    ({"session_id": "li-x", "request": "pens", "colour": "red"}, "unknown colour"),
+    ({"session_id": "li-x"}, "missing request"),
+    ({"session_id": "li-x", "request": ""}, "non-empty string"),
+])
+def test_bad_calls_are_error_outputs_not_exceptions(rec, kwargs, expect):
+    from lumenrec.tools.llamaindex import LumenToolSpec
+
+    tool = {t.metadata.name: t for t in LumenToolSpec(LumenTools(rec)).to_tool_list()}["recommend"]
+    out = tool.call(**kwargs)
+    assert out.is_error and expect in out.content
+
+
+def test_explain_out_of_range_position_is_an_error(rec):
+    from lumenrec.tools.llamaindex import LumenToolSpec
+
+    tools = {t.metadata.name: t for t in LumenToolSpec(LumenTools(rec)).to_tool_list()}
+    assert not tools["recommend"].call(session_id="li-99", request="staplers").is_error
+    out = tools["explain_item"].call(session_id="li-99", item_ref="99")
+    assert out.is_error and "between 1 and 5" in out.content
+
+
+@pytest.mark.integration
+def test_function_agent_drives_the_tools_and_sees_errors_as_errors(rec):
+    """LlamaIndex's own agent machinery (FunctionAgent) with a scripted function-calling LLM: the tool
+    calls it makes reach our tools through their fn_schema, and a tool that cannot act comes back as
+    an error ToolOutput (is_error) the agent can read."""
+    import asyncio
+
+    from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
+    from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+
+    from lumenrec.tools.llamaindex import LumenToolSpec
+
+    script = [("recommend", {"session_id": "fa", "request": "manila file folders"}),
+              ("explain_item", {"session_id": "fa", "item_ref": "99"}),
+              ("item_details", {"item_id": "NOT-AN-ITEM"}),
+              ("recommend", {"session_id": "fa", "request": "pens", "colour": "red"})]
+
+    def respond(messages, **kwargs):
+        done = sum(1 for m in messages if m.role == MessageRole.TOOL)
+        if done < len(script):
+            name, args = script[done]
+            return ChatMessage(role=MessageRole.ASSISTANT,
+                               blocks=[ToolCallBlock(tool_call_id=f"c{done}", tool_name=name, tool_kwargs=args)])
+        return ChatMessage(role=MessageRole.ASSISTANT, content="done")
+
+    agent = FunctionAgent(tools=LumenToolSpec(LumenTools(rec)).to_tool_list(),
+                          llm=MockFunctionCallingLLM(response_generator=respond), system_prompt="shop")
+
+    async def run():
+        handler = agent.run("find folders")
+        results = [ev async for ev in handler.stream_events() if isinstance(ev, ToolCallResult)]
+        await handler
+        return results
+
+    results = asyncio.run(run())
+    assert [r.tool_name for r in results] == [n for n, _ in script]
+    ok, out_of_range, unknown_item, unknown_arg = results
+    assert not ok.tool_output.is_error and re.findall(r"^(\S+) \| ", ok.tool_output.content, re.M)
+    assert out_of_range.tool_output.is_error and "between 1 and 5" in out_of_range.tool_output.content
+    assert unknown_item.tool_output.is_error and "not an item of the catalogue" in unknown_item.tool_output.content
+    assert unknown_arg.tool_output.is_error and "colour" in unknown_arg.tool_output.content

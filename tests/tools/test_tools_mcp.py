@@ -35,11 +35,15 @@ def _text(result) -> str:
 
 
 async def _exercise(client, catalog) -> None:
+    """What an MCP host does: list the tools, call them, read isError. Works on Client and ClientSession."""
+    from lumenrec.tools.core import TOOL_SCHEMAS
+
     listed = await client.list_tools()
     names = {t.name for t in listed.tools}
     assert names == set(TOOL_NAMES)
-    rec_tool = next(t for t in listed.tools if t.name == "recommend")
-    assert "Call this" in rec_tool.description and set(rec_tool.input_schema["required"]) == {"session_id", "request"}
+    for t in listed.tools:  # the one schema source, descriptions and additionalProperties false included
+        assert t.input_schema == TOOL_SCHEMAS[t.name], t.name
+        assert "Call this" in t.description
     res = await client.call_tool("recommend", {"session_id": "mcp1", "request": "gel pens"})
     assert not res.is_error
     ids = re.findall(r"^(\S+) \| ", _text(res), re.M)
@@ -47,9 +51,22 @@ async def _exercise(client, catalog) -> None:
     brand = catalog.get(ids[0]).brand
     res2 = await client.call_tool("refine_with_critique", {"session_id": "mcp1", "critique": f"not {brand} again"})
     ids2 = re.findall(r"^(\S+) \| ", _text(res2), re.M)
-    assert ids2 and all(catalog.get(i).brand != brand for i in ids2)
-    bad = await client.call_tool("item_details", {"item_id": "NOT-AN-ITEM"})
-    assert "not an item of the catalogue" in _text(bad)
+    assert not res2.is_error and ids2 and all(catalog.get(i).brand != brand for i in ids2)
+    # tool errors are errors: isError true and a sentence saying what to send instead
+    for name, args, expect in [
+        ("item_details", {"item_id": "NOT-AN-ITEM"}, "not an item of the catalogue"),
+        ("recommend", {"session_id": "mcp1", "request": "   "}, "non-empty string"),
+        ("explain_item", {"session_id": "mcp-fresh", "item_ref": "1"}, "call recommend first"),
+        ("refine_with_critique", {"session_id": "mcp-fresh", "critique": "cheaper"}, "call recommend first"),
+        ("explain_item", {"session_id": "mcp1", "item_ref": "99"}, f"between 1 and {len(ids2)}"),
+        ("recommend", {"session_id": "mcp1", "request": "pens", "colour": "red"}, "colour"),
+        ("recommend", {"session_id": "mcp1"}, "request"),
+    ]:
+        bad = await client.call_tool(name, args)
+        assert bad.is_error, (name, args, _text(bad))
+        assert expect in _text(bad), (name, args, _text(bad))
+    ok = await client.call_tool("explain_item", {"session_id": "mcp1", "item_ref": "2"})
+    assert not ok.is_error and re.findall(r"^(\S+) \| ", _text(ok), re.M) == [ids2[1]]
 
 
 @pytest.mark.integration
@@ -63,6 +80,13 @@ def test_mcp_over_stdio(catalog):
         with anyio.fail_after(90):
             async with Client(params) as client:
                 await _exercise(client, catalog)
+            # the same through the protocol-level ClientSession over the stdio transport
+            from mcp import ClientSession
+            from mcp.client.stdio import stdio_client
+
+            async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                await _exercise(session, catalog)
 
     anyio.run(main)
 
@@ -94,6 +118,13 @@ def test_mcp_over_streamable_http(catalog):
             with anyio.fail_after(90):
                 async with Client(f"http://127.0.0.1:{port}/mcp") as client:
                     await _exercise(client, catalog)
+                from mcp import ClientSession
+                from mcp.client.streamable_http import streamable_http_client
+
+                async with streamable_http_client(f"http://127.0.0.1:{port}/mcp") as streams:
+                    async with ClientSession(streams[0], streams[1]) as session:
+                        await session.initialize()
+                        await _exercise(session, catalog)
 
         anyio.run(main)
     finally:

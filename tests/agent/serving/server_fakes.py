@@ -7,7 +7,10 @@
   (PYTHONPATH=tests/agent), optionally with an injected item (``LUMENREC_TEST_HOSTILE=1``);
 - :class:`FakeOpenAIServer`: a tiny OpenAI-compatible endpoint that misbehaves on demand
   (``ok`` / ``timeout`` / ``die`` mid-stream / ``error`` 500), for the LLM fault tests;
-- :func:`free_port`, :func:`wait_http`.
+- :class:`SlowNarrator` (``LUMENREC_TEST_SLOW``): turns that take long enough to act while they run;
+- :func:`make_chroma_recommender`: the tiny catalogue retrieved through a real Chroma server (replicas);
+- :class:`ServeProcess`: a real `lumenrec serve` subprocess; :func:`local_client`: a loopback TestClient;
+- :func:`free_port`, :func:`wait_http`, :func:`rss_mib`.
 """
 
 from __future__ import annotations
@@ -92,11 +95,49 @@ class HashEncoder:
 
 
 def make_recommender(store=None, **kw):
-    """A Recommender over the tiny catalogue with the keyword retriever (hostile item when asked)."""
+    """A Recommender over the tiny catalogue with the keyword retriever (hostile item when asked).
+
+    ``LUMENREC_TEST_SLOW=SECONDS`` makes each narrative take that long (a turn narrates 3 items), so
+    that a test can act while a turn runs (drop its stream, delete its session, miss its deadline)."""
     from lumenrec.agent.recommender import Recommender
 
     cat = tiny_catalog(hostile=os.environ.get("LUMENREC_TEST_HOSTILE") == "1")
+    delay = float(os.environ.get("LUMENREC_TEST_SLOW") or 0)
+    if delay > 0 and "narrator" not in kw:
+        kw["narrator"] = SlowNarrator(delay)
     return Recommender(cat, KeywordRetriever(cat), store=store, **kw)
+
+
+def make_chroma_recommender(store=None, **kw):
+    """The tiny catalogue retrieved through the Chroma server at ``LUMENREC_TEST_CHROMA`` (host:port;
+    index ``LUMENREC_TEST_CHROMA_PREFIX``, built by the test with HashEncoder vectors): what several
+    replicas share."""
+    from lumenrec.agent.recommender import Recommender
+    from lumenrec.agent.serving.server import IndexRetriever
+    from lumenrec.retriever.index import IndexConfig, ItemIndex
+
+    host, _, port = os.environ["LUMENREC_TEST_CHROMA"].rpartition(":")
+    cat = tiny_catalog()
+    index = ItemIndex(IndexConfig(backend="http", host=host, port=int(port),
+                                  collection_prefix=os.environ.get("LUMENREC_TEST_CHROMA_PREFIX", "rep")))
+    delay = float(os.environ.get("LUMENREC_TEST_SLOW") or 0)
+    if delay > 0 and "narrator" not in kw:
+        kw["narrator"] = SlowNarrator(delay)
+    return Recommender(cat, IndexRetriever(cat, index, HashEncoder()), store=store, **kw)
+
+
+class SlowNarrator:
+    """The offline narrator, `delay_s` slower per narrative (and counting how many it wrote)."""
+
+    def __init__(self, delay_s: float) -> None:
+        from lumenrec.agent.narrative import OfflineNarrator
+
+        self.delay_s, self.inner, self.calls = float(delay_s), OfflineNarrator(), 0
+
+    def narrate(self, *a, **k) -> str:
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return self.inner.narrate(*a, **k)
 
 
 class FakeOpenAIServer:
@@ -200,3 +241,63 @@ class FakeOpenAIServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class ServeProcess:
+    """`lumenrec serve --factory server_fakes:make_recommender` as a real subprocess on a free port.
+
+    ``with ServeProcess(tmp_path, "--max-queue", "2", env={"LUMENREC_TEST_SLOW": "0.5"}) as srv:``
+    ``srv.base`` is its URL, ``srv.pid`` its process id; the log is ``tmp_path/serve-PORT.log``."""
+
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None, db: str | None = "sessions.db",
+                 port: int | None = None, factory: str = "server_fakes:make_recommender") -> None:
+        import subprocess
+
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = Path(workdir) / f"serve-{self.port}.log"
+        here = str(Path(__file__).resolve().parent)
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {}),
+                    "PYTHONPATH": os.pathsep.join([here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
+        cmd = [sys.executable, "-m", "lumenrec", "serve", "--factory", factory,
+               "--port", str(self.port), "--rate-limit", "0", *args]
+        if db:
+            cmd += ["--db", db if "://" in db else str(Path(workdir) / db)]
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def __enter__(self) -> "ServeProcess":
+        try:
+            wait_http(self.base + "/health", 90, self.proc)
+        except Exception as e:
+            self.stop()
+            raise RuntimeError(f"serve did not start ({e}): {self.log.read_text()[-2000:]}") from e
+        return self
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmRSS")
+
+
+def local_client(app, **kw):
+    """A TestClient that talks to the app as a loopback client does (Host 127.0.0.1: the tokenless
+    default refuses other Host names, against DNS rebinding)."""
+    from fastapi.testclient import TestClient
+
+    kw.setdefault("base_url", "http://127.0.0.1")
+    return TestClient(app, **kw)

@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from server_fakes import FakeOpenAIServer, HashEncoder, free_port, make_recommender, tiny_catalog, wait_http  # noqa: E402
+from server_fakes import FakeOpenAIServer, HashEncoder, free_port, local_client, make_recommender, tiny_catalog, wait_http  # noqa: E402
 
 from lumenrec.agent.recommender import RecommenderConfig  # noqa: E402
 from lumenrec.agent.serving.server import IndexRetriever, ServeConfig, create_app  # noqa: E402
@@ -53,7 +53,7 @@ def _llm_client(base_url: str, tmp_path) -> tuple[TestClient, object]:
     pytest.importorskip("langchain_openai")
     cfg = RecommenderConfig(router="llm", llm_base_url=base_url, llm_model="fake", llm_timeout_s=1.5)
     rec = make_recommender(store=SQLiteSessionStore(tmp_path / "s.db"), config=cfg)
-    return TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0))), rec
+    return local_client(create_app(rec, ServeConfig(rate_limit_per_min=0, ready_cache_s=0))), rec
 
 
 def _turn_with_fallback(client: TestClient, rec) -> dict:
@@ -73,7 +73,7 @@ def _turn_with_fallback(client: TestClient, rec) -> dict:
 def test_llm_endpoint_refuses_connections(tmp_path):
     client, rec = _llm_client(f"http://127.0.0.1:{free_port()}/v1", tmp_path)  # nothing listens there
     _turn_with_fallback(client, rec)
-    h = client.get("/health")  # the LLM's loss degrades the service, it does not take it down
+    h = client.get("/ready")  # the LLM's loss degrades the service, it does not take it down
     assert h.status_code == 200 and h.json()["status"] == "degraded" and h.json()["checks"]["llm"].startswith("error")
 
 
@@ -144,19 +144,20 @@ def test_chroma_server_stops_and_comes_back_without_restarting_lumenrec(tmp_path
         index = ItemIndex(IndexConfig(backend="http", host="127.0.0.1", port=port, collection_prefix="rel"))
         index.build(cat, enc.encode([it.text() for it in cat]), "hash-v1", progress=False)
         rec = Recommender(cat, IndexRetriever(cat, index, enc), store=SQLiteSessionStore(tmp_path / "s.db"))
-        client = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0, health_timeout_s=20)))
+        client = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0, health_timeout_s=20, ready_cache_s=0)))
         sid = client.post("/v1/sessions", json={}).json()["session_id"]
         ok = client.post(f"/v1/sessions/{sid}/messages", json={"message": "gel pen"})
         assert ok.status_code == 200 and {"p2", "p3"} & {it["id"] for it in ok.json()["items"]}
-        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
 
         _stop(proc)  # the Chroma server dies
         down = client.post(f"/v1/sessions/{sid}/messages", json={"message": "sticky notes"})
         assert down.status_code == 503, down.text
         err = down.json()["error"]
         assert err["type"] == "index_unavailable" and "item index" in err["message"] and down.headers["Retry-After"]
-        h = client.get("/health")
+        h = client.get("/ready")
         assert h.status_code == 503 and h.json()["checks"]["retriever"].startswith("error")
+        assert client.get("/health").status_code == 200  # alive: it answers 503s and heals by itself
 
         proc = _start_chroma(data, port)  # ... and comes back, same data, same port
         deadline = time.time() + 30
@@ -167,7 +168,7 @@ def test_chroma_server_stops_and_comes_back_without_restarting_lumenrec(tmp_path
             time.sleep(0.5)
         assert back.status_code == 200, back.text
         assert {"n1", "n2"} <= {it["id"] for it in back.json()["items"]}
-        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
         # the failed turn did not half-write the session: 2 turns (ok + back) = 4 records
         assert len(client.get(f"/v1/sessions/{sid}").json()["turns"]) == 4
     finally:

@@ -16,10 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_fakes import make_recommender, tiny_catalog  # noqa: E402
+from server_fakes import local_client, make_recommender, tiny_catalog  # noqa: E402
 
 from lumenrec.agent.critique import Critique, CritiqueParser  # noqa: E402
 from lumenrec.agent.serving.server import MODEL_ID, ServeConfig, create_app  # noqa: E402
@@ -55,7 +54,7 @@ def parser():
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     rec = make_recommender(store=SQLiteSessionStore(tmp_path_factory.mktemp("fz") / "s.db"))
-    c = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)), raise_server_exceptions=False)
+    c = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)), raise_server_exceptions=False)
     c.post("/v1/sessions", json={"session_id": "fz"})
     return c
 

@@ -14,24 +14,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_fakes import make_recommender  # noqa: E402
+from server_fakes import local_client  # noqa: E402
 
 from lumenrec.agent.serving.server import MODEL_ID, RateLimiter, ServeConfig, clean_message, create_app, is_loopback, parse_rate  # noqa: E402
-from lumenrec.agent.serving.store import SQLiteSessionStore  # noqa: E402
 from lumenrec.errors import ConfigError, ToolInputError  # noqa: E402
-
-
-@pytest.fixture
-def rec(tmp_path):
-    return make_recommender(store=SQLiteSessionStore(tmp_path / "s.db"))
-
-
-@pytest.fixture
-def client(rec):
-    return TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)))
 
 
 def new_session(client, **body) -> str:
@@ -143,23 +131,30 @@ def test_sse_stream(client, rec):
 
 def test_openai_chat_completions(client, rec):
     body = {"model": MODEL_ID, "messages": [{"role": "system", "content": "be brief"},
-                                            {"role": "user", "content": "I need ink for my HP printer"}], "user": "oai-1"}
+                                            {"role": "user", "content": "I need ink for my HP printer"}]}
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     out = r.json()
     text = out["choices"][0]["message"]["content"]
-    assert out["object"] == "chat.completion" and r.headers["x-session-id"] == "oai-1"
+    assert out["object"] == "chat.completion" and r.headers["x-session-id"].startswith("oai-")
     assert "t1 | HP 63 black ink cartridge | HP" in text  # the reply text lists catalogue items
     assert out["lumenrec"]["items"][0]["id"] == "t1"
-    # the session continues through `user` (here with the header instead)
-    r2 = client.post("/v1/chat/completions", headers={"X-Session-Id": "oai-1"},
+    # the conversation continues from the message history alone (what OpenAI clients send)
+    history = body["messages"] + [{"role": "assistant", "content": text}, {"role": "user", "content": "not HP"}]
+    r2 = client.post("/v1/chat/completions", json={"model": MODEL_ID, "messages": history})
+    assert r2.status_code == 200 and all(it["brand"] != "HP" for it in r2.json()["lumenrec"]["items"])
+    assert len(rec.store.get(r2.headers["x-session-id"]).turns) == 4
+    # ... or through an explicit session id
+    r3 = client.post("/v1/chat/completions", headers={"X-Session-Id": "oai-explicit"},
+                     json={"model": MODEL_ID, "messages": [{"role": "user", "content": "ink please"}]})
+    r4 = client.post("/v1/chat/completions", headers={"X-Session-Id": "oai-explicit"},
                      json={"model": MODEL_ID, "messages": [{"role": "user", "content": "not HP"}]})
-    assert all(it["brand"] != "HP" for it in r2.json()["lumenrec"]["items"])
-    assert len(rec.store.get("oai-1").turns) == 4
+    assert r3.status_code == r4.status_code == 200 and r4.headers["x-session-id"] == "oai-explicit"
+    assert len(rec.store.get("oai-explicit").turns) == 4
     # streaming, OpenAI chunk format
-    r3 = client.post("/v1/chat/completions", json={**body, "stream": True, "user": "oai-2"})
-    chunks = [json.loads(line[6:]) for line in r3.text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
-    assert r3.text.rstrip().endswith("data: [DONE]")
+    r5 = client.post("/v1/chat/completions", json={**body, "stream": True})
+    chunks = [json.loads(line[6:]) for line in r5.text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
+    assert r5.text.rstrip().endswith("data: [DONE]")
     content = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert "t1 | HP 63 black ink cartridge" in content and chunks[-1]["choices"][0]["finish_reason"] == "stop"
     # errors
@@ -171,8 +166,8 @@ def test_openai_chat_completions(client, rec):
 def test_openai_sdk_client_talks_to_it(rec):
     """The real `openai` client over the ASGI app (TestClient is an httpx.Client): our shapes parse."""
     openai = pytest.importorskip("openai")
-    http = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)), base_url="http://test")
-    c = openai.OpenAI(base_url="http://test/v1", api_key="x", http_client=http, max_retries=0)
+    http = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)))
+    c = openai.OpenAI(base_url="http://127.0.0.1/v1", api_key="x", http_client=http, max_retries=0)
     out = c.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "binders"}], user="sdk-1")
     assert "b1 | Three ring binder, 1 inch | Avery" in out.choices[0].message.content
     pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
@@ -180,8 +175,9 @@ def test_openai_sdk_client_talks_to_it(rec):
     assert "b1 | Three ring binder" in "".join(pieces)
 
 
-def test_health_checks_the_retriever(client, rec):
-    r = client.get("/health")
+def test_ready_checks_the_retriever_and_health_stays_cheap(rec):
+    client = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0, ready_cache_s=0)))
+    r = client.get("/ready")
     assert r.status_code == 200 and r.json()["checks"]["retriever"] == "ok" and r.json()["checks"]["store"] == "ok"
 
     class Broken:
@@ -191,13 +187,14 @@ def test_health_checks_the_retriever(client, rec):
             raise RuntimeError("index down")
 
     rec.retriever = Broken()
-    r = client.get("/health")
+    r = client.get("/ready")
     assert r.status_code == 503 and "index down" in r.json()["checks"]["retriever"]
+    assert client.get("/health").status_code == 200  # liveness does no retrieval
 
 
 # --------------------------------------------------------------------------------------- guards
 def test_bearer_token(rec):
-    c = TestClient(create_app(rec, ServeConfig(token="tok-12345678", rate_limit_per_min=0)))
+    c = local_client(create_app(rec, ServeConfig(token="tok-12345678", rate_limit_per_min=0)))
     assert c.get("/v1/models").status_code == 401
     assert c.get("/v1/models", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
     assert c.get("/v1/models", headers={"Authorization": "Bearer tok-12345678"}).status_code == 200
@@ -216,7 +213,7 @@ def test_body_size_limit(client):
 
 
 def test_rate_limit_429_with_retry_after(rec):
-    c = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=3)))
+    c = local_client(create_app(rec, ServeConfig(rate_limit_per_min=3)))
     codes = [c.get("/v1/models").status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3] == 429
     r = c.get("/v1/models")
@@ -236,8 +233,8 @@ def test_unexpected_error_is_a_json_500_with_request_id(rec):
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    rec.chat = boom
-    c = TestClient(create_app(rec, ServeConfig(rate_limit_per_min=0)), raise_server_exceptions=False)
+    rec.chat_stream = boom
+    c = local_client(create_app(rec, ServeConfig(rate_limit_per_min=0)), raise_server_exceptions=False)
     sid = c.post("/v1/sessions", json={}).json()["session_id"]
     r = c.post(f"/v1/sessions/{sid}/messages", json={"message": "pens"})
     assert r.status_code == 500 and r.json()["error"]["request_id"] == r.headers["x-request-id"]
@@ -285,3 +282,42 @@ def test_index_retriever_honours_constraints_and_excludes(tmp_path):
     assert "p2" not in ids and "p3" not in ids and len(ids) == 3
     ids, _ = r.retrieve(Query(text="gel pen", history=["p2"]), k=2)
     assert "p2" not in ids
+
+
+def test_api_keys_file_and_config_checks(tmp_path):
+    from lumenrec.agent.serving.server import load_api_keys
+
+    f = tmp_path / "keys.txt"
+    f.write_text("# principal key\nalice k-alice-0123456789abcdef\nbob   k-bob-0123456789abcdefgh  # ops\n\n")
+    keys = load_api_keys(str(f))
+    assert keys == {"k-alice-0123456789abcdef": "alice", "k-bob-0123456789abcdefgh": "bob"}
+    j = tmp_path / "keys.json"
+    j.write_text('{"carol": "k-carol-0123456789abcdef"}')
+    assert load_api_keys(str(j)) == {"k-carol-0123456789abcdef": "carol"}
+    f.write_text("alice k-alice-0123456789abcdef\nmallory k-alice-0123456789abcdef\n")
+    with pytest.raises(ConfigError, match="twice"):
+        load_api_keys(str(f))
+    f.write_text("just-one-field\n")
+    with pytest.raises(ConfigError, match=":1"):
+        load_api_keys(str(f))
+    with pytest.raises(ConfigError, match="16 characters"):
+        ServeConfig(api_keys={"short": "alice"})
+    with pytest.raises(ConfigError, match="principal"):
+        ServeConfig(api_keys={"k-0123456789abcdefgh": "bad name!"})
+    assert ServeConfig(host="0.0.0.0", api_keys={"k-0123456789abcdefgh": "ops"}).api_keys  # keys allow a public bind
+    with pytest.raises(ConfigError, match="max_concurrent_turns"):
+        ServeConfig(max_concurrent_turns=0)
+
+
+def test_replies_carry_constraints_and_one_can_be_dropped(client):
+    """The active constraints in words in every reply, and DELETE .../constraints/{field}?value= removes one."""
+    sid = client.post("/v1/sessions", json={}).json()["session_id"]
+    r = client.post(f"/v1/sessions/{sid}/messages", json={"message": "gel pens, not Pilot"}).json()
+    assert "Pilot" in r["constraints"]["active"]["exclude_brands"] and "not Pilot" in r["constraints"]["text"]
+    d = client.delete(f"/v1/sessions/{sid}/constraints/exclude_brands", params={"value": "Pilot"})
+    assert d.status_code == 200 and "exclude_brands" not in d.json()["constraints"]["active"]
+    again = client.post(f"/v1/sessions/{sid}/messages", json={"message": "gel pens"}).json()
+    assert "Pilot" not in again["constraints"]["text"]
+    bad = client.delete(f"/v1/sessions/{sid}/constraints/colour")
+    assert bad.status_code == 400 and "unknown constraint" in bad.text
+    assert client.delete("/v1/sessions/nope/constraints/max_price").status_code == 404

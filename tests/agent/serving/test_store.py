@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -58,25 +57,6 @@ def test_corrupt_row_is_reported_not_loaded(tmp_path):
     con.commit()
     with pytest.raises(CheckpointError, match="s1"):
         store.get("s1")
-
-
-def test_concurrent_updates_from_threads_lose_nothing(tmp_path):
-    store = SQLiteSessionStore(tmp_path / "s.db")
-    store.put(Session(session_id="shared"))
-    n_threads, per = 8, 25
-
-    def work(t: int) -> None:
-        for i in range(per):
-            store.update("shared", lambda s: s.reject(f"t{t}-{i}"))
-            store.put(Session(session_id=f"own-{t}-{i}"))  # plus independent writes
-
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert len(store.get("shared").rejected) == n_threads * per
-    assert len(store) == 1 + n_threads * per
 
 
 _WORKER = """

@@ -16,8 +16,8 @@
   while a turn runs, and the backend refuses a second turn on a busy session (no empty bubble);
   a status line counts the seconds of a slow turn.
 - **Each item once**: the bubble keeps the reply's words, the cards carry the items (title, price,
-  brand, category placeholder image, why). HTML entities in catalogue text (``&reg;``) are
-  decoded when the backend loads the catalogue (:class:`ItemView`).
+  brand, category placeholder image, why), in the agent's display-safe (screened) text with HTML
+  entities (``&reg;``) decoded, once per item (:meth:`DemoBackend.view`).
 - **Active constraints** are listed in words, each a button that removes it.
 - **The LLM switch fails fast**: the URL is validated and probed when entered (``GET /models``,
   2 s); a turn probes it again (cached 15 s) and skips the LLM when it does not answer; within a
@@ -408,8 +408,6 @@ class DemoBackend:
     def __init__(self, recommender, conversations=(), *, llm_model: str = "SmolLM2-135M-Instruct",
                  llm_timeout_s: float = 20.0, llm_probe_timeout_s: float = 2.0, max_sample_users: int = 50,
                  probe_cache_s: float = 15.0) -> None:
-        from lumenrec.agent.critique import effective_brand, normalize_brand
-
         self.rec = recommender
         self.catalog = recommender.catalog
         self.conversations = [c for c in conversations][:max_sample_users]
@@ -421,14 +419,9 @@ class DemoBackend:
         self._dropped: dict[str, float] = {}  # sessions cleared while a turn ran on them
         self._lock = threading.Lock()
         self._llm_lock = threading.Lock()  # building an LLM agent can take a while: not under _lock
-        # Decoded once, when the data loads: what the cards, chips and panel show of every item.
-        keys = {normalize_brand(b): b for b in self.catalog.brands() if normalize_brand(b)}
-        self.views: dict[str, ItemView] = {
-            it.id: ItemView(it.id, clean_text(it.title), clean_text(effective_brand(it, keys)), clean_text(it.category),
-                            it.price, _colours(it))
-            for it in self.catalog}
+        self._views: dict[str, ItemView] = {}  # what the cards, chips and panel show, built once per item
         # A catalogue without any price (Amazon Office 2014) says so once instead of on every card.
-        self.has_prices = any(v.price is not None for v in self.views.values())
+        self.has_prices = any(it.price is not None for it in self.catalog)
 
     @classmethod
     def from_config(cls, cfg: DemoConfig) -> "DemoBackend":
@@ -446,12 +439,24 @@ class DemoBackend:
         return cls(rec, convs, llm_model=cfg.llm_model, llm_timeout_s=cfg.llm_timeout_s,
                    llm_probe_timeout_s=cfg.llm_probe_timeout_s, max_sample_users=cfg.max_sample_users)
 
+    def view(self, item_id: str) -> ItemView | None:
+        """How an item is shown (None: not in the catalogue), built on first use and kept: the agent's
+        display-safe title and brand (screened catalogue text; the brand from the title when the field
+        is empty) with HTML entities decoded, the leaf category, price and colours."""
+        v = self._views.get(item_id)
+        if v is None and item_id in self.catalog:
+            it, shown = self.catalog.get(item_id), self.rec.item_dict(item_id)
+            v = ItemView(it.id, clean_text(shown["title"]), clean_text(shown["brand"]), clean_text(it.category),
+                         it.price, _colours(it))
+            self._views[item_id] = v
+        return v
+
     # -- sample users and sessions --
     def user_choices(self) -> list[tuple[str, str]]:
         """(label, value) pairs for the dropdown; value '' starts from scratch."""
         out = [("Start from scratch (no history)", "")]
         for i, c in enumerate(self.conversations):
-            last = self.views[c.history[-1]].title if c.history and c.history[-1] in self.views else ""
+            last = self.view(c.history[-1]).title if c.history and c.history[-1] in self.catalog else ""
             out.append((f"user {c.user_id}: {len(c.history)} items" + (f", last: {last[:48]}" if last else ""), str(i)))
         return out
 
@@ -516,7 +521,7 @@ class DemoBackend:
         """Reply items as card dicts: decoded title, effective brand, leaf category, price, why."""
         out = []
         for it in items:
-            v = self.views.get(it["id"])
+            v = self.view(it["id"])
             if v is None:
                 continue
             out.append({"id": v.id, "title": v.title, "brand": v.brand, "category": v.category, "price": v.price,
@@ -528,7 +533,7 @@ class DemoBackend:
         'under $X' at the median shown price when at least two shown items have different prices, and
         'not <colour>' for the most frequent colour among them. A chip is kept only when the critique
         parser reads it as meant (the brand excluded, the bound set, the colour avoided)."""
-        views = [self.views[i] for i in item_ids if i in self.views]
+        views = [v for v in map(self.view, item_ids) if v is not None]
         parse = self.rec.parser.parse
         chips: list[str] = []
         for brand, _ in Counter(v.brand for v in views if v.brand).most_common(2):
@@ -705,7 +710,7 @@ class DemoBackend:
             summary = self.rec.narrator.narrate("user_summary", None, hist, user_id=s.user_id or s.session_id) \
                 if hasattr(self.rec.narrator, "narrate") else \
                 self.rec.narrator.generate("user_summary", None, hist, user_id=s.user_id or s.session_id).text
-        return render_side(clean_text(summary), [self.views[h.id].title for h in hist])
+        return render_side(clean_text(summary), [self.view(h.id).title for h in hist])
 
 
 # ------------------------------------------------------------------------------------------- gradio

@@ -60,9 +60,9 @@ def _tiny_backend(**kw) -> DemoBackend:
 # ------------------------------------------------------------------------------------------ display
 def test_entities_are_decoded_when_the_data_loads_and_brand_comes_from_the_title():
     b = _tiny_backend()
-    assert b.views["g3"].title == "Sharpie\u00ae S-Gel Gel Pens, Black Ink, 6 Pack"
-    assert b.views["g2"].brand == "Pilot"  # empty brand field: the title names it
-    assert b.views["g6"].price is None and b.views["g1"].colours == ("black",)
+    assert b.view("g3").title == "Sharpie\u00ae S-Gel Gel Pens, Black Ink, 6 Pack"
+    assert b.view("g2").brand == "Pilot"  # empty brand field: the title names it
+    assert b.view("g6").price is None and b.view("g1").colours == ("black",)
     assert clean_text("AT&amp;T 210 &mdash; corded") == "AT&T 210 \u2014 corded"
     assert clean_text("double &amp;reg; encoded") == "double \u00ae encoded"
     assert clean_text("AT&T; stays") == "AT&T; stays"  # not an entity: left as written
@@ -74,6 +74,19 @@ def test_entities_are_decoded_when_the_data_loads_and_brand_comes_from_the_title
     assert "Sharpie\u00ae S-Gel" in html and "Bold &amp; smooth." in html  # decoded once, then escaped for HTML
     assert "Pilot &middot; Gel Pens" in html and "$8.00" in html and "price not listed" in html
     assert html.count('class="lr-img"') == 3 and 'aria-label="Gel Pens (placeholder image)"' in html
+
+
+def test_cards_show_the_screened_catalogue_text():
+    from lumenrec.agent.recommender import Recommender
+
+    cat = Catalog([Item("h1", "Gel Pens 12 Pack - Visit www.evil.com for a free gift", "Pilot", ["Office", "Gel Pens"],
+                        "Pens.", 4.0),
+                   Item("h2", "Blue Gel Pens, 4 Pack", "Call 555-123-4567", ["Office", "Gel Pens"], "Pens.", 3.0)])
+    b = DemoBackend(Recommender(cat, KeywordRetriever(cat)))
+    html = render_cards(b.item_cards([{"id": "h1"}, {"id": "h2"}]))
+    assert "evil.com" not in html and "free gift" not in html and "555-123" not in html
+    assert "Gel Pens 12 Pack" in html and "Blue Gel Pens" in html
+    assert "evil" not in " ".join(b.chips_for(["h1", "h2"])) and "555" not in " ".join(b.chips_for(["h1", "h2"]))
 
 
 def test_cards_escape_and_show_every_field():
@@ -152,7 +165,7 @@ def test_chips_effects_on_the_synthetic_store(backend):
     assert max(it["price"] for it in cheap.items) < shown_prices[-1]
     assert brand_chip[4:] not in {it["brand"] for it in cheap.items}  # earlier constraints still hold
     colour_chips = [c for c in cheap.chips if c.removeprefix("not ") in {c2 for it in cheap.items
-                                                                          for c2 in backend.views[it["id"]].colours}]
+                                                                          for c2 in backend.view(it["id"]).colours}]
     assert colour_chips, cheap.chips
     colour = colour_chips[0].removeprefix("not ")
     no_colour = list(backend.stream(sid, colour_chips[0]))[-1]
@@ -255,7 +268,7 @@ def test_streaming_turn_each_item_once_and_isolation(backend):
     assert len(ups) >= 2 and not any(u.done for u in ups[:-1]) and ups[-1].done
     final = ups[-1]
     assert final.items and all(it["id"] in backend.catalog for it in final.items)
-    assert all(backend.views[it["id"]].title == it["title"] for it in final.items)
+    assert all(backend.view(it["id"]).title == it["title"] for it in final.items)
     assert final.items[0]["why"] and final.note == "" and final.show_cards
     # each item once: the cards carry the titles, the bubble only the words around them
     assert not any(it["title"] in final.text for it in final.items), final.text

@@ -20,8 +20,8 @@ from lumenrec.data.types import Catalog, Item
 from lumenrec.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hung_llm import silent_endpoint, slow_completions_endpoint  # noqa: E402
-from server_fakes import KeywordRetriever  # noqa: E402
+from hung_llm import silent_endpoint  # noqa: E402
+from server_fakes import FakeOpenAIServer, KeywordRetriever  # noqa: E402
 
 DATA = "synthetic:num_items=500,num_users=800,num_conversations=30"
 RAW_ENTITY = re.compile(r"&(?:[a-zA-Z]+|#\d+);")
@@ -338,9 +338,9 @@ def test_probe_of_a_hung_endpoint_ends_at_its_timeout():
         ok, why = probe_llm(url, timeout_s=0.5)
         dt = time.perf_counter() - t0
     assert not ok and "did not answer within 0.5 s" in why and dt < 2.0
-    with slow_completions_endpoint() as (url, stats):
-        ok, why = probe_llm(url, timeout_s=2.0)
-    assert ok and "stuck-model" in why and stats.models == 1
+    with FakeOpenAIServer("timeout", delay_s=120) as stuck:  # lists its models, never finishes a completion
+        ok, why = probe_llm(stuck.base_url, timeout_s=2.0)
+    assert ok and "answers (fake" in why and stuck.requests == 0
 
 
 def test_a_hung_endpoint_costs_one_probe_not_a_turn_of_timeouts(backend):
@@ -361,12 +361,13 @@ def test_one_llm_failure_skips_the_llm_for_the_rest_of_the_turn(backend):
     pytest.importorskip("langchain_openai", reason="the LLM router needs the langchain extra")
     timeout = 2.0
     b = DemoBackend(backend.rec, llm_timeout_s=timeout, llm_probe_timeout_s=1.0)
-    with slow_completions_endpoint() as (url, stats):
+    with FakeOpenAIServer("timeout", delay_s=120) as stuck:  # lists its models, never finishes a completion
+        url = stuck.base_url
         sid = b.new_session("")
         t0 = time.perf_counter()
         final = list(b.stream(sid, "I need gel pens", use_llm=True, base_url=url))[-1]
         dt = time.perf_counter() - t0
-        calls = stats.completions
+        calls = stuck.requests
     # the router waited its timeout once; the 3 narratives did not wait theirs (that was 4 x timeout)
     assert final.items and "fell back" in final.note and url in final.note
     assert calls == 1, calls

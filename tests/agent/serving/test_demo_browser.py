@@ -37,9 +37,10 @@ RAW_ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{2,5});")
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hung_llm import silent_endpoint, slow_completions_endpoint  # noqa: E402
+from hung_llm import silent_endpoint  # noqa: E402
 from netutil import free_port as _free_port  # noqa: E402
 from netutil import stop_process  # noqa: E402
+from server_fakes import FakeOpenAIServer  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -338,11 +339,12 @@ def test_demo_in_the_browser(demo_url, system, axe_js, tmp_path):
                 url_box.fill(dead)
                 url_box.press("Enter")
                 pa.locator("#lr-llm-status").get_by_text("did not answer within").wait_for(timeout=15_000)
-            with slow_completions_endpoint() as (stuck, stats):
+            with FakeOpenAIServer("timeout", delay_s=120) as fake:  # lists its models, never finishes a completion
+                stuck = fake.base_url
                 pa.locator("#lr-use-llm input").check()
                 url_box.fill(stuck)
                 url_box.press("Enter")
-                pa.locator("#lr-llm-status").get_by_text("stuck-model").wait_for(timeout=15_000)
+                pa.locator("#lr-llm-status").get_by_text("answers (fake").wait_for(timeout=15_000)
                 n_users, n_bots = (len(x) for x in _bubbles(pa))
                 before = _cards_html(pa)
                 t0 = time.time()
@@ -356,7 +358,7 @@ def test_demo_in_the_browser(demo_url, system, axe_js, tmp_path):
                 pa.locator("#lr-input textarea").press("Enter")
                 cards = _wait_cards(pa, before, timeout=90_000)
                 took = time.time() - t0
-                hits = stats.completions
+                hits = fake.requests
                 users, bots = _bubbles(pa)
                 # Clear in the middle of a slow turn: the turn's updates stop, the controls come back
                 _send(pa, "I need folders")

@@ -11,7 +11,7 @@ import re
 from enum import Enum
 
 __all__ = ["Intent", "PROTOTYPES", "INJECTION_RX", "SUMMARY_RX", "EXPLAIN_RX", "SMALLTALK_RX",
-           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "REQUEST_RX", "NEED_RX", "SHOPPING_NOUNS", "GREETING_RX", "HOWTO_RX"]
+           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "TASK_RX", "SMALLTALK_CUE_RX", "FORGOT_RX", "REQUEST_RX", "NEED_RX", "SHOPPING_NOUNS", "GREETING_RX", "HOWTO_RX"]
 
 
 class Intent(str, Enum):
@@ -45,7 +45,15 @@ INJECTION_RX = re.compile(
     r"|\byou are no longer\b|\b(?:everything|all|the text) above this\b|\binternal (?:routing |system )?(?:rules|instructions|config\w*|prompts?)\b"
     r"|\bwhat model are you\b|\btemperature setting\b|\b(?:share|tell me|give me) your (?:rules|prompt|instructions|settings|config\w*)\b"
     r"|\b(?:follow|obey) (?:my|the user'?s?) (?:instructions|commands|orders)\b|\bmust (?:now )?(?:obey|follow my)\b"
-    r"|\bstop being (?:a|an|the)\b",
+    r"|\bstop being (?:a|an|the)\b"
+    # configuration, keys and tools asked for by name; markup that pretends to be a role or an admin
+    r"|\bconfig(?:uration)? files?\b|\benv(?:ironment)? variables\b|\btool (?:definitions|schemas?)\b|\bmodel settings\b"
+    r"|\b(?:database|admin) passwords?\b|</?\s*(?:admin|root|developer|sudo|instructions?|prompt)\s*>|#+\s*new instructions?\b"
+    r"|\bas (?:the|an|your) (?:store |site |shop |system )?(?:admin|administrator|developer|owner)\b[^.?!]{0,40}\b(?:authori[sz]e|instruct|order|command)"
+    r"|\bi (?:hereby )?authori[sz]e you to\b"
+    # the same, in the other languages shoppers write in
+    r"|\b(?:olvida|ignora|oublie|ignorez|vergiss|ignoriere|esquece|ignore)\b[^.?!]{0,40}\b(?:instrucciones|instructions|anweisungen|instru[cç][oõ]es|reglas|r[eè]gles|regeln)\b"
+    r"|\bprompt (?:del sistema|syst[eè]me|do sistema)\b|\bsystemprompt\b",
     re.IGNORECASE,
 )
 
@@ -61,7 +69,12 @@ SUMMARY_RX = re.compile(
     r"|remind me what|what (?:\w+ )?(?:did )?i (?:buy|bought|order|ordered|get|got) (?:last|before|previously)"
     r"|order hist\w*|purchase hist\w*|buying hist\w*|my (?:last|previous|past|recent) (?:order|orders|purchases?)"
     r"|do you (?:remember|know|recall) (?:which|what|my)\b|what (?:have|did) i (?:been )?(?:buying|ordering|getting)"
-    r"|what was (?:the name of )?(?:that|the) \w+ i (?:got|bought|ordered))",
+    r"|what was (?:the name of )?(?:that|the) \w+ i (?:got|bought|ordered)"
+    # a question about what they bought ("which toner I ordered back in March", "was the chair I bought the mesh one")
+    r"|\b(?:which|what)\b[^.?!]{0,40}\b(?:i|we)(?:'ve| have)? (?:bought|ordered|purchased|got)\b(?![^.?!]{0,30}\b(?:need|want|looking)\b)"
+    r"|^\W*was the (?:\w+ ){1,3}(?:i|we) (?:bought|ordered|got)\b|\b(?:i|we) (?:bought|ordered|got) [^.?!]{0,50}\b(?:which|what) (?:ones?|was it|were they)\b"
+    r"|how much (?:have|did) (?:i|we) spen[dt]|what (?:kinds?|sorts?|types?) of (?:things|stuff|products|items) do (?:i|we)"
+    r"|(?:info|information|data|details)[^.?!]{0,20}\b(?:on|about) my (?:ac+ount|profile)|^\W*my (?:orders|purchases|ac+ount|order history)\W*$)",
     re.IGNORECASE,
 )
 
@@ -96,6 +109,7 @@ OUT_OF_SCOPE_RX = re.compile(
     r"|capital of|president|prime minister|news|stock (?:market|price|tip)s?|stocks\b|(?:buy|sell) \w+ stock|crypto|bitcoin|poem|story about|song|lyrics|movie|film|tv show|netflix"
     r"|recipe|cook|bake|translate|time is it|time zone|flight|hotel|symptoms?|doctor|medicine|diagnos"
     r"|python|javascript|(?:write|writing|debug)\s+(?:me\s+)?(?:some\s+|a\s+|the\s+)?(?:code|script|program)|homework answer"
+    r"|what should i take for|homework\b|(?:deal|dealing|cope|coping) with (?:a |my |her|him|them|difficult|stress)|tips (?:for|on) (?:dealing|coping|handling)"
     r"|\bsolve\b|\d+\s*[a-z]\s*[-+=]\s*\d+|how many \w+ (?:are )?in (?:a|an|one)\b|what time (?:does|do|is)\b"
     r"|how (?:do|can|should) i (?:write|make|cook|learn|fix my (?:car|code|computer))\b|\bexplain how to\b|pivot table|spreadsheet formula"
     r"|\bnames? (?:for|ideas for) (?:a|my|our|the) (?:puppy|dog|cat|baby|kitten|pet|boat)|\bdmv\b|\bessay\b"
@@ -110,7 +124,39 @@ OUT_OF_SCOPE_RX = re.compile(
 # resignation letter", "explain how to make a pivot table").
 HOWTO_RX = re.compile(
     r"^\W*(?:how (?:do|can|should|would) (?:i|you|we) (?:write|make|cook|learn|fix|solve|calculate|spell|say|pronounce)\b"
-    r"|explain how to\b|(?:can|could) you (?:solve|write (?:me )?(?:a|an|my) (?:essay|letter|poem|story|email))\b|solve\b)",
+    r"|explain how to\b|(?:can|could) you (?:solve|write (?:me )?(?:a|an|my) (?:essay|letter|poem|story|email))\b|solve\b"
+    r"|how (?:do|should|can|would) (?:i|we) (?:deal|cope|handle|talk|ask|tell|convince|stop|prepare|study|get over)\b"
+    r"|what'?s the difference between (?!\w+ (?:and|or) \w+ (?:pens?|paper|ink|toner|folders?|binders?|labels?|staplers?|envelopes?|notebooks?)\b))",
+    re.IGNORECASE,
+)
+
+# A task handed to the assistant (write, translate, compute, explain a topic): out of scope unless a
+# product need is stated too ("write me a cover letter", "translate this into French").
+TASK_RX = re.compile(
+    r"^\W*(?:(?:hi|hey|hello|so|ok|okay|please|pls)\W+)*(?:(?:can|could|would|will) (?:you|u) (?:please |pls |just )?(?:help me )?"
+    r"|(?:please|pls) (?:help me )?|help me )?(?:write|draft|compose|translate|proofread|rewrite|paraphrase|calculate|compute|summari[sz]e)\b"
+    r"|^\W*(?:please |pls )?(?:book|reserve) (?:me|us)\b"
+    r"|\b\d+(?:\.\d+)?\s*%\s*of\s*\$?\d|\bcalor(?:ies|ie|y|ys)\b",
+    re.IGNORECASE,
+)
+
+# Smalltalk said around other words: thanks and goodbyes, compliments to the store or the assistant,
+# questions about the assistant. Without a stated need such a message is smalltalk even when it
+# mentions a product ("the pens I bought here are amazing, just wanted to let you know").
+SMALLTALK_CUE_RX = re.compile(
+    r"\bjust (?:wanted|want) to (?:say|let you know|tell you)\b|\bhave a (?:good|great|nice|lovely) (?:one|day|weekend|night|evening)\b"
+    r"|\bthat'?s all (?:i needed|for (?:now|today))\b|\bgood ?ni(?:ght|te)\b|\bttyl\b|\b(?:gracias|merci|danke|obrigad[oa]|grazie)\b"
+    r"|\bfor a (?:robot|bot|machine)\b|\b(?:you'?re|ur|you are) (?:way |so |pretty |really |kind of |kinda )*(?:more )?(?:helpful|smart|funny|nice|cute|clever)\b"
+    r"|\b(?:love|like) (?:this|the|your) (?:new )?(?:store|shop|site|website|web site|design)\b|\b(?:website|site|store) looks\b"
+    r"|\bdo you ever get tired\b|\bhow'?s (?:ur|your) day\b|\b(?:wh?at'?s?|what is) (?:ur|your) name\b|\bwas+up\b"
+    r"|^\W*(?:can|do) (?:you|u) (?:understand|speak|read) (?:other )?(?:languages?|english|spanish|french|german)\b",
+    re.IGNORECASE,
+)
+
+# "I can't remember what it's called": nothing to act on yet.
+FORGOT_RX = re.compile(
+    r"\b(?:can'?t|cannot|don'?t|do not) (?:remember|recall) (?:what (?:it'?s|it is|its|they'?re) called|the name|what (?:i|it) )"
+    r"|\bforgot what i (?:came|was)\b|\bwhat was (?:that|it) (?:one )?(?:thing )?called\b",
     re.IGNORECASE,
 )
 
@@ -129,7 +175,7 @@ NEED_RX = re.compile(
     r"|(?:any|some) (?:suggestions|ideas|recommendations|tips|picks)|(?:suggestions|ideas|recommendations) (?:for|on)|recommend"
     r"|running (?:low|out)(?: on| of)?|ran out of|out of|stock(?:ing)? up|restock|replace|replacing|upgrade|upgrading"
     r"|could use|i'?d like|i would like|after (?:a|an|some)|on the hunt for|hunting for|i'?m after|to buy|to order|buying"
-    r"|get (?:a|an|some|new)|pick up|where can i|do you (?:have|carry|sell)|got any|are there any)\b",
+    r"|get (?:a|an|some|new)|pick up|where can i|do you (?:have|carry|sell)|got any|are there any|point me to)\b",
     re.IGNORECASE,
 )
 # General shopping nouns that stand for products without naming one.
@@ -140,7 +186,8 @@ SHOPPING_NOUNS = {
 }
 # Leading greetings stripped before the classifier sees a message ("Hi there. I need ...").
 GREETING_RX = re.compile(
-    r"^\s*(?:(?:hi+|hello+|hey+|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening)|morning|evening)"
+    r"^\s*(?:(?:hi+|hello+|hey+|hiya|howdy|yo|greetings|good (?:morning|afternoon|evening)|morning|evening"
+    r"|hola|bonjour|salut|hallo|ciao|ol[aá]|namaste)"
     r"(?:\s+(?:there|all|team|folks|friend|bot|lumen))?[\s!.,:;-]*)+",
     re.IGNORECASE,
 )
@@ -154,6 +201,7 @@ VAGUE_WORDS = {
     "well", "so", "just", "really", "kind", "of", "like", "you", "can", "to", "is", "it", "that", "there",
     "need", "needs", "looking", "find", "buy", "ummm", "hmmm", "uhhh", "errr", "ugh", "yeah", "yep", "lemme",
     "think", "thnk", "actually", "mind", "never", "nevermind", "nvm", "dunno", "hmmmm", "mmm",
+    "tbh", "realy", "where", "start", "question", "recommend", "suggest", "recommendation", "recommendations",
 }
 
 # Prototype messages per intent for the nearest-prototype classifier (not the evaluation set).

@@ -6,13 +6,23 @@
 1. **injection** (anywhere in the message: an injection inside a critique is still refused);
 2. **summarize_user** and **explain** (rule patterns + a reference to a shown item);
 3. **smalltalk** (the whole message is a greeting/thanks/question about the assistant);
-4. **out_of_scope** (weather, sports, jokes, general knowledge) unless the message names a product;
-5. **recommend** when the critique parser finds a constraint, a brand, a shown-item reference or
-   an accept/reject signal;
-6. **clarify** when no content word is left ("hmm", "something nice", "help");
-7. otherwise a nearest-prototype classifier (character n-gram TF-IDF, or the MiniLM encoder when
+4. **out_of_scope** for a task handed to the assistant ("write me a cover letter", "what's 17% of
+   240") unless a product need is stated too; **clarify** when the shopper cannot name what they want;
+5. **recommend** when a need phrase comes with a product word ("I need", "running out of" + a word
+   of the catalogue): a shopping need is never smalltalk;
+6. **out_of_scope** for know-how questions; **smalltalk** for thanks, compliments and questions
+   about the assistant said around other words (no need stated, no question about a product);
+   **out_of_scope** for the world's questions (weather, sports, maths) unless they name a product;
+7. **recommend** when the critique parser finds a constraint, a brand, a shown-item reference or
+   an accept/reject signal (in an opening, a price or colour word alone is not enough);
+8. **clarify** when no content word is left ("hmm", "stuff for work", "help");
+9. otherwise a nearest-prototype classifier (character n-gram TF-IDF, or the MiniLM encoder when
    asked for) over :data:`lumenrec.agent.intents.PROTOTYPES`; content with no confident match
-   -> recommend.
+   -> recommend (an indirect need, "my laptop sits so low my neck hurts", must reach the retriever).
+
+Product words come in two strengths: any word of the catalogue's titles (with a need phrase), and
+the catalogue's product nouns (:class:`ProductNouns`: category words that name products, typos
+forgiven), the evidence that lets a message name a product without a need phrase.
 
 :class:`Router` is the protocol an LLM router implements too. Accept/reject messages ("I'll take
 it", "no thanks") route to recommend with `critique.signal` set: the agent records the signal.
@@ -33,8 +43,9 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lumenrec.agent.critique import Critique, CritiqueParser
-from lumenrec.agent.intents import (EXPLAIN_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, NEED_RX, OUT_OF_SCOPE_RX, PROTOTYPES,
-                                    SHOPPING_NOUNS, SMALLTALK_RX, SUMMARY_RX, VAGUE_WORDS, Intent)
+from lumenrec.agent.intents import (EXPLAIN_RX, FORGOT_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, NEED_RX, OUT_OF_SCOPE_RX,
+                                    PROTOTYPES, SHOPPING_NOUNS, SMALLTALK_CUE_RX, SMALLTALK_RX, SUMMARY_RX, TASK_RX,
+                                    VAGUE_WORDS, Intent)
 from lumenrec.data.types import Catalog
 from lumenrec.errors import ConfigError, MissingExtraError
 
@@ -55,8 +66,34 @@ _QUESTION = re.compile(r"\?|^\W*(?:what|which|who|how|do|did|does|have|has|can|c
 _FIRST_PERSON = re.compile(r"\b(?:i|me|my|mine|i'?ve|i'?m)\b", re.I)
 # "I'm not shopping for anything": a need phrase that is negated
 _NOT_SHOPPING = re.compile(r"\bnot (?:shopping|looking) for anything\b|\bjust (?:browsing|saying hi)\b", re.I)
+# Emoji and pictographs: dropped before the wording rules ("good morning 😊" is a greeting).
+_SYMBOLS = re.compile(r"[^\w\s'\".,;:!?&$%#/+()-]")
+# Words of category names that name no product: the catalogue's other category words are product
+# nouns ("staplers", "toner", "binders"), the evidence that a message is about something to buy.
+_NOT_PRODUCT_HEADS = {
+    "all", "other", "on", "first", "back", "top", "end", "early", "time", "store", "style", "basic", "standard", "self",
+    "personal", "heavy", "duty", "purpose", "products", "equipment", "materials", "english", "language", "math",
+    "science", "music", "money", "call", "check", "record", "rent", "internet", "education", "school", "office",
+    "students", "teachers", "teaching", "children", "childhood", "classroom", "travel", "security", "safety", "data",
+    "memory", "media", "digital", "electronic", "electronics", "image", "input", "interior", "business", "project",
+    "handling", "managerial", "financial", "technical", "aid", "foreign", "transit", "transfer", "negative", "impact",
+    "combination", "combo", "modular", "units", "systems", "devices", "forms", "sets", "point", "dry", "liquid", "legal",
+    "subject", "task", "round", "utility", "account", "address", "answering", "audio", "counterfeit", "cutting",
+    "drafting", "drawing", "expansion", "fluid", "geometry", "graph", "greeting", "hanging", "identification", "jumbo",
+    "lap", "literature", "manual", "measures", "mounting", "multifunction", "multipurpose", "operated", "overhead",
+    "packaging", "packing", "permanent", "photo", "presentation", "printing", "recordkeeping", "removable", "ruled",
+    "scientific", "shipping", "signs", "steno", "telephone", "curriculum", "classification", "conferencing",
+    "cushioning", "film", "key", "lock", "code", "message", "copy", "case", "cases", "catalog", "stock", "support",
+    "supports", "cube", "pop", "scratch", "slide", "spray", "stretch", "bar", "dot", "work", "letter", "covers",
+    "cover", "report", "home", "kids", "new", "gifts", "gift",
+}
+# Words that say where or for whom, not what: "stuff for work" is still too vague to search.
+_CONTEXT_WORDS = {"work", "office", "school", "home", "job", "business", "class", "college", "kids", "myself",
+                  "someone", "here", "today", "guys", "stuff", "things"}
+_NOUNS_LOCK = threading.Lock()
 _STOP = {"a", "an", "the", "and", "or", "for", "to", "of", "in", "on", "at", "with", "my", "i", "me", "is", "are",
-         "it", "that", "this", "be", "s", "t", "m", "re", "ve", "ll", "d", "you", "your", "do", "does", "did", "am"}
+         "it", "that", "this", "be", "s", "t", "m", "re", "ve", "ll", "d", "you", "your", "do", "does", "did", "am",
+         "have", "has", "had"}
 
 
 @dataclass
@@ -249,6 +286,21 @@ class OfflineRouter:
             self._products = _product_words(self.parser)
         return any(w in self._products or (w.endswith("s") and w[:-1] in self._products) for w in content)
 
+    def product_nouns(self, text: str) -> list[str]:
+        """The catalogue's product nouns named in `text` (typos forgiven): see :class:`ProductNouns`."""
+        with _NOUNS_LOCK:
+            if not hasattr(self, "_nouns"):
+                self._nouns = ProductNouns(self.parser)
+        return self._nouns(_WORD.findall(text.lower()))
+
+    def _smalltalk_around(self, text: str) -> bool:
+        """Smalltalk phrases, and no other sentence asks about a product ("Love your store! Are the
+        Leuchtturm notebooks back in stock?" is a question about notebooks)."""
+        if not SMALLTALK_CUE_RX.search(text):
+            return False
+        rest = [p for p in re.split(r"(?<=[.?!])\s+", text) if p and not SMALLTALK_CUE_RX.search(p)]
+        return not any("?" in p and self.product_nouns(p) for p in rest)
+
     def _route_learned(self, text: str, crit: Critique | None, ref: int | None, shown: list[str]) -> RouteDecision:
         return _decide_learned(self, text, crit, ref, shown)
 
@@ -273,29 +325,47 @@ class OfflineRouter:
             if ref is None and shown:
                 ref = 0
             return RouteDecision(Intent.EXPLAIN, 0.9, crit, ref, "asks why / about a shown item")
-        if SMALLTALK_RX.match(text):
+        plain = _SYMBOLS.sub("", text).strip() or text  # emoji dropped for the wording rules
+        if SMALLTALK_RX.match(plain):
             return RouteDecision(Intent.SMALLTALK, 0.95, crit, None, "greeting / thanks / about the assistant")
-        if HOWTO_RX.search(text):
-            return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
         if self.config.backend == "learned":
+            if HOWTO_RX.search(text):
+                return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
             return self._route_learned(text, crit, ref, shown)
-        content = [w for w in _WORD.findall(text.lower()) if w not in VAGUE_WORDS and w not in _STOP and len(w) > 1]
+        body = GREETING_RX.sub("", text) or text
+        content = [w for w in _WORD.findall(body.lower()) if w not in VAGUE_WORDS and w not in _STOP and len(w) > 1]
+        nouns = self.product_nouns(text)
+        # "thanks, that's all I needed" states no need: the smalltalk phrases are read apart
+        need = bool(NEED_RX.search(SMALLTALK_CUE_RX.sub(" ", plain))) and not _NOT_SHOPPING.search(text)
+        constrained = crit is not None and crit.has_constraints
+        if TASK_RX.search(text) and not (need and nouns) and not (shown and constrained):
+            return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "a task for the assistant, not a product")
+        if not shown and not nouns and not named and re.match(r"^\W*(?:(?:can|could) you |please |pls )?explain\b", text, re.I):
+            return RouteDecision(Intent.OUT_OF_SCOPE, 0.8, crit, None, "asks to explain a topic, not an item")
+        if not shown and not nouns and not named and FORGOT_RX.search(text):
+            return RouteDecision(Intent.CLARIFY, 0.8, crit, None, "cannot name what they are after")
         # a shopping need stated in passing is never smalltalk or out of scope: a need phrase + a product word
         oos = bool(OUT_OF_SCOPE_RX.search(text))
-        product = (named or bool(SHOPPING_NOUNS.intersection(content))) if oos else self._has_product_word(content)
-        if NEED_RX.search(text) and product and not _NOT_SHOPPING.search(text):
+        product = (named or bool(nouns)) if oos else self._has_product_word(content)
+        if need and product:
             return RouteDecision(Intent.RECOMMEND, 0.85, crit, ref, "states a shopping need")
-        if oos and not named and not (crit is not None and crit.has_constraints):
+        if HOWTO_RX.search(text):
+            return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
+        if not need and self._smalltalk_around(plain) and not (shown and (constrained or ref is not None)):
+            return RouteDecision(Intent.SMALLTALK, 0.85, crit, None, "thanks / compliments / about the assistant")
+        # a price or colour word alone ("the cheapest flight", "a bagel with cream cheese") is no product
+        # ... and a statement naming products is a shopper describing a need ("the kids' homework table is
+        # covered in dried-out markers"), not a question about the world
+        if oos and not named and not (constrained and (shown or nouns)) and not (nouns and not _QUESTION.search(text)):
             return RouteDecision(Intent.OUT_OF_SCOPE, 0.9, crit, None, "outside shopping")
-        if crit is not None and (crit.has_constraints or named or crit.signal or crit.item_ref is not None):
+        if crit is not None and (constrained or named or crit.signal or crit.item_ref is not None):
             return RouteDecision(Intent.RECOMMEND, 0.9, crit, ref, "critique with constraints or references")
-        if not content:
+        if not content or (not nouns and set(content) <= _CONTEXT_WORDS):
             return RouteDecision(Intent.CLARIFY, 0.85, crit, None, "no content words")
         if not shown and _BACK_REFERENCE.search(text) and not (crit is not None and crit.has_constraints):
             return RouteDecision(Intent.CLARIFY, 0.8, crit, None, "refers back to something, but nothing was shown")
         # content words are present, so the classifier may not call the message vague (clarify);
         # a leading greeting is not what the message is about ("Hi there. My kids need ...")
-        body = GREETING_RX.sub("", text) or text
         scores = {k: v for k, v in self.classifier.scores(body).items() if k != Intent.CLARIFY.value}
         best = max(scores, key=scores.get)
         need = self.config.injection_similarity if best == Intent.INJECTION.value else self.config.min_similarity
@@ -312,6 +382,73 @@ class OfflineRouter:
         if best != Intent.RECOMMEND.value and scores[best] >= need:
             return RouteDecision(Intent(best), float(scores[best]), crit, ref, f"nearest prototype ({scores[best]:.2f})")
         return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, "content words, no other intent matched")
+
+
+def _variants(w: str) -> set[str]:
+    """A word and its singular forms ("binders" -> binder, "boxes" -> box, "supplies" -> supply)."""
+    out = {w}
+    if w.endswith("ies") and len(w) > 4:
+        out.add(w[:-3] + "y")
+    if w.endswith("es") and len(w) > 4:
+        out.add(w[:-2])
+    if w.endswith("s") and len(w) > 3:
+        out.add(w[:-1])
+    return out
+
+
+def _deletes(w: str, n: int) -> set[str]:
+    """`w` with up to `n` characters deleted (the symmetric-delete index of typo matching)."""
+    out, frontier = {w}, {w}
+    for _ in range(n):
+        frontier = {x[:i] + x[i + 1:] for x in frontier for i in range(len(x))}
+        out |= frontier
+    return out
+
+
+class ProductNouns:
+    """The product nouns of a catalogue: its category words less those that name no product, plus
+    the general shopping nouns; matched as typed, singular or plural, or with a typo or two
+    ("stappler", "calculater", "hilighters"). Words the catalogue spells as typed match exactly only.
+    """
+
+    def __init__(self, parser: CritiqueParser | None) -> None:
+        words = {w for w in SHOPPING_NOUNS if w not in VAGUE_WORDS and w not in _NOT_PRODUCT_HEADS}
+        self.known: set[str] = set(parser.known_words) if parser is not None else set()
+        if parser is not None:
+            for it in parser.catalog:
+                for part in _flatten(getattr(it, "categories", None) or getattr(it, "category", "")):
+                    words.update(w for w in _WORD.findall(part.lower()) if len(w) > 2)
+        words -= _NOT_PRODUCT_HEADS | VAGUE_WORDS | _STOP
+        self.forms = {v for w in words for v in _variants(w) if len(v) > 2}
+        self.typos: dict[str, str] = {}
+        for f in self.forms:
+            if len(f) >= 5:
+                for d in _deletes(f, 1 if len(f) < 8 else 2):
+                    self.typos.setdefault(d, f)
+
+    def __call__(self, words: Sequence[str]) -> list[str]:
+        """The product nouns among `words` (lower-case tokens), as the catalogue spells them."""
+        found = []
+        for w in words:
+            hit = next((v for v in _variants(w) if v in self.forms), None)
+            if hit is None and len(w) >= 5 and w not in self.known:
+                for d in _deletes(w, 1 if len(w) < 8 else 2):
+                    f = self.typos.get(d)
+                    if f is not None and abs(len(f) - len(w)) <= 2 and f[0] == w[0]:
+                        hit = f
+                        break
+            if hit is not None:
+                found.append(hit)
+        return found
+
+
+def _flatten(x: Any) -> list[str]:
+    if isinstance(x, str):
+        return [x]
+    out: list[str] = []
+    for y in x or ():
+        out += _flatten(y)
+    return out
 
 
 def _decide_learned(router: "OfflineRouter", text: str, crit: Critique | None, ref: int | None,

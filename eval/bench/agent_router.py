@@ -30,16 +30,19 @@ LABELLED = REPO / "tests" / "agent" / "data" / "intents.jsonl"
 # Written after the rules were frozen; first measured at 0.872 (34/39) before the rules saw it.
 HOLDOUT = REPO / "tests" / "agent" / "data" / "intents_holdout.jsonl"
 HOLDOUT_FIRST_ACCURACY = 34 / 39
-# Shopper openings (chatty, indirect, typo'd) written by authors who never saw the router, in three
+# Shopper openings (chatty, indirect, typo'd) written by authors who never saw the router, in five
 # rounds (issue #16). dev_a and dev_b were measured, and their errors read, while the router was being
-# fixed (development sets); holdout was written after the router was frozen and measured once.
+# fixed; holdout and holdout2 were each measured once on a frozen router, then became development sets
+# for the product-noun rules (commit 183c49f); holdout3 was written blind after that and measured once.
 OPENINGS = {
     "dev_a": (REPO / "tests" / "agent" / "data" / "openings_dev_a.jsonl", "development: errors read while fixing"),
     "dev_b": (REPO / "tests" / "agent" / "data" / "openings_dev_b.jsonl", "development: errors read while fixing"),
     "holdout": (REPO / "tests" / "agent" / "data" / "openings_holdout.jsonl",
-                "written after the router was frozen (measured once; later compared learned-router variants)"),
+                "first 0.862 on a frozen router; then development (errors read for the product-noun rules)"),
     "holdout2": (REPO / "tests" / "agent" / "data" / "openings_holdout2.jsonl",
-                 "written after every router change; measured once, decided the default backend"),
+                 "first 0.873 on a frozen router; then development (errors read for the product-noun rules)"),
+    "holdout3": (REPO / "tests" / "agent" / "data" / "openings_holdout3.jsonl",
+                 "written blind after the product-noun rules were frozen (183c49f); measured once"),
 }
 
 

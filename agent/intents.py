@@ -175,7 +175,8 @@ NEED_RX = re.compile(
     r"|(?:any|some) (?:suggestions|ideas|recommendations|tips|picks)|(?:suggestions|ideas|recommendations) (?:for|on)|recommend"
     r"|running (?:low|out)(?: on| of)?|ran out of|out of|stock(?:ing)? up|restock|replace|replacing|upgrade|upgrading"
     r"|could use|i'?d like|i would like|after (?:a|an|some)|on the hunt for|hunting for|i'?m after|to buy|to order|buying"
-    r"|get (?:a|an|some|new)|pick up|where can i|do you (?:have|carry|sell)|got any|are there any|point me to)\b",
+    r"|get (?:a|an|some|new)|pick up|where can i|do you (?:have|carry|sell)|got any|are there any|point me to"
+    r"|setting (?:things |it |everything )?up|set(?:ting)? up (?:a|an|my|our|the))\b",
     re.IGNORECASE,
 )
 # General shopping nouns that stand for products without naming one.

@@ -144,10 +144,21 @@ class OfflineRouterConfig:
     # Injection is decided by rules; the classifier may add it only when very close to a prototype
     # (a false refusal of a real request costs more than routing a weak injection to the parser).
     injection_similarity: float = 0.6
+    # What decides the messages the rules leave open (with the "tfidf" / "minilm" backends). "model"
+    # (default): the shipped intent model (lumenrec.agent.intent_model: a softmax over MiniLM embeddings
+    # trained on the labelled messages); "prototypes": the backend's nearest prototype, recommend by default.
+    fallback: str = "model"
+    # The intent model moves a message away from recommend only with at least this probability (0.6:
+    # chosen by leaving one openings set out at a time over the first five sets, before the sixth was written).
+    fallback_min_probability: float = 0.6
 
     def __post_init__(self) -> None:
         if self.backend not in ("learned", "tfidf", "minilm"):
             raise ConfigError("backend", self.backend, "must be 'learned', 'tfidf' or 'minilm'")
+        if self.fallback not in ("model", "prototypes"):
+            raise ConfigError("fallback", self.fallback, "must be 'model' or 'prototypes'")
+        if not 0.0 <= self.fallback_min_probability <= 1.0:
+            raise ConfigError("fallback_min_probability", self.fallback_min_probability, "must be in [0, 1]")
         if not self.learned_c > 0:
             raise ConfigError("learned_c", self.learned_c, "must be > 0")
         if not 1 <= self.ngram_min <= self.ngram_max:
@@ -293,6 +304,36 @@ class OfflineRouter:
                 self._nouns = ProductNouns(self.parser)
         return self._nouns(_WORD.findall(text.lower()))
 
+    @property
+    def intent_model(self):
+        """The fallback intent model (loaded on first use; shared by the routers of a process)."""
+        if getattr(self, "_intent_model", None) is None:
+            from lumenrec.agent.intent_model import IntentModel
+
+            self._intent_model = IntentModel.load()
+        return self._intent_model
+
+    def warmup(self) -> None:
+        """Load what the first undecided message would (the intent model and its text encoder)."""
+        if self.config.backend != "learned" and self.config.fallback == "model":
+            self.intent_model.scores("warm up")
+
+    def _route_by_model(self, body: str, crit: Critique | None, ref: int | None, shown: list[str]) -> RouteDecision:
+        """The intent model's call on a message the rules left open: another intent only when it is
+        sure (``fallback_min_probability``), else recommend (an indirect need must reach the retriever)."""
+        probs = self.intent_model.scores(body)
+        if not shown and ref is None:  # nothing to explain yet
+            probs.pop(Intent.EXPLAIN.value, None)
+        best = max(probs, key=probs.get)
+        if best in (Intent.SMALLTALK.value, Intent.CLARIFY.value) and self.product_nouns(body):
+            # a shopper describing themselves with a product in it ("I'm a label-everything person") is
+            # shopping: a product named is never smalltalk or too vague
+            return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, f"names a product (intent model: {best} {probs[best]:.2f})")
+        if best != Intent.RECOMMEND.value and probs[best] >= self.config.fallback_min_probability:
+            return RouteDecision(Intent(best), probs[best], crit, ref, f"intent model ({probs[best]:.2f})")
+        return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref,
+                             f"content words, no other intent sure (intent model: {best} {probs[best]:.2f})")
+
     def _smalltalk_around(self, text: str) -> bool:
         """Smalltalk phrases, and no other sentence asks about a product ("Love your store! Are the
         Leuchtturm notebooks back in stock?" is a question about notebooks)."""
@@ -364,6 +405,10 @@ class OfflineRouter:
             return RouteDecision(Intent.CLARIFY, 0.85, crit, None, "no content words")
         if not shown and _BACK_REFERENCE.search(text) and not (crit is not None and crit.has_constraints):
             return RouteDecision(Intent.CLARIFY, 0.8, crit, None, "refers back to something, but nothing was shown")
+        if self.config.fallback == "model" and not shown:
+            # the model learnt first messages; in a conversation a short follow-up ("a different brand")
+            # is about what was shown, and the prototypes below decide as before
+            return self._route_by_model(body, crit, ref, shown)
         # content words are present, so the classifier may not call the message vague (clarify);
         # a leading greeting is not what the message is about ("Hi there. My kids need ...")
         scores = {k: v for k, v in self.classifier.scores(body).items() if k != Intent.CLARIFY.value}

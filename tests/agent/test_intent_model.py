@@ -1,0 +1,100 @@
+"""The router's fallback intent model: weights round-trip, the shipped file matches its training data,
+and the router uses it only for messages the rules leave open."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lumenrec.agent import intent_model as im
+from lumenrec.agent.intents import Intent
+from lumenrec.agent.router import OfflineRouter, OfflineRouterConfig
+from lumenrec.errors import ConfigError
+
+
+class _FakeEncoder:
+    """Two-dimensional 'embeddings': (is a greeting, is a product word)."""
+
+    model_version = "fake"
+
+    def encode(self, texts):
+        out = np.array([[float("hello" in t), float("pens" in t)] for t in texts], dtype=np.float32)  # (n, 2)
+        return out
+
+
+def test_weights_round_trip_whatever_their_memory_order(tmp_path):
+    # scikit-learn's coef_ can be Fortran-ordered; safetensors writes raw bytes: the first shipped file
+    # was transposed garbage that routed "I need gel pens" to out_of_scope
+    w = np.asfortranarray(np.arange(6, dtype=np.float64).reshape(3, 2))  # (K, d)
+    m = im.IntentModel(w, np.array([0.5, -1.0, 0.0]), ["a", "b", "c"], {"c": 1.0}, encoder=_FakeEncoder())
+    p = m.save(tmp_path / "m.safetensors")
+    m2 = im.IntentModel.load(p)
+    assert np.array_equal(m2.weights, w.astype(np.float32)) and m2.classes == ["a", "b", "c"]
+    m2._encoder = _FakeEncoder()
+    assert m2.scores("hello") == pytest.approx(m.scores("hello"))
+
+
+def test_shape_mismatch_and_missing_file_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="weights"):
+        im.IntentModel(np.zeros((2, 3)), np.zeros(3), ["a", "b"])
+    with pytest.raises(ConfigError, match="train it with"):
+        im.IntentModel.load(tmp_path / "none.safetensors")
+
+
+def test_shipped_model_matches_its_training_files():
+    """Editing a training file without retraining fails here (python -m lumenrec.agent.intent_model)."""
+    import hashlib
+
+    m = im.IntentModel.load()
+    rows = im.read_rows([im._REPO / f for f in im.TRAINING_FILES])
+    digest = hashlib.sha256("\n".join(f"{r['intent']}\t{r['text']}" for r in rows).encode("utf-8")).hexdigest()[:16]
+    assert m.meta["rows_sha256"] == digest and m.meta["rows"] == len(rows)
+    assert "openings_holdout4" not in " ".join(im.TRAINING_FILES)  # the set measured once stays out
+    assert set(m.classes) == {i.value for i in Intent}
+
+
+def test_training_learns_a_separable_toy_set():
+    pytest.importorskip("sklearn")
+    rows = [{"text": "hello there", "intent": "smalltalk"}, {"text": "hello friend", "intent": "smalltalk"},
+            {"text": "gel pens", "intent": "recommend"}, {"text": "blue pens", "intent": "recommend"}]
+    m = im.train(rows, 16.0, encoder=_FakeEncoder())
+    assert max(m.scores("hello you"), key=m.scores("hello you").get) == "smalltalk"
+    assert max(m.scores("red pens"), key=m.scores("red pens").get) == "recommend"
+
+
+def test_router_asks_the_model_only_for_open_messages(tiny_catalog):
+    calls = []
+
+    class Spy:
+        def scores(self, text):
+            calls.append(text)
+            return {"recommend": 0.1, "smalltalk": 0.9, "clarify": 0.0, "explain": 0.0, "injection": 0.0,
+                    "out_of_scope": 0.0, "summarize_user": 0.0}
+
+    r = OfflineRouter(tiny_catalog)
+    r._intent_model = Spy()
+    assert r.route("I need gel pens").intent is Intent.RECOMMEND and not calls  # a rule decided
+    d = r.route("the whole team loves this place honestly")
+    assert calls and d.intent is Intent.SMALLTALK and "intent model" in d.reason
+    r2 = OfflineRouter(tiny_catalog, config=OfflineRouterConfig(fallback_min_probability=0.95))
+    r2._intent_model = Spy()
+    assert r2.route("the whole team loves this place honestly").intent is Intent.RECOMMEND  # not sure enough
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="fallback"):
+        OfflineRouterConfig(fallback="llm")
+    with pytest.raises(ConfigError, match="fallback_min_probability"):
+        OfflineRouterConfig(fallback_min_probability=1.5)
+
+
+def test_a_product_named_is_never_smalltalk_or_vague(tiny_catalog):
+    class Spy:
+        def scores(self, text):
+            return {"recommend": 0.05, "smalltalk": 0.95, "clarify": 0.0, "explain": 0.0, "injection": 0.0,
+                    "out_of_scope": 0.0, "summarize_user": 0.0}
+
+    r = OfflineRouter(tiny_catalog)
+    r._intent_model = Spy()
+    d = r.route("I'm a pens-everywhere kind of person, I like things a little cute")
+    assert d.intent is Intent.RECOMMEND and "names a product" in d.reason

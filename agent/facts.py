@@ -28,14 +28,25 @@ _MULTI = {"assorted", "multicolor", "multicolour", "multi", "rainbow", "colors",
 
 
 def item_colours(item: Item) -> frozenset[str]:
-    """The item's colours: its structured colour attribute, else the colour words of its title."""
+    """The item's colours: its structured colour attribute, else the colour words of its title, else the
+    one colour its description names (a description naming several colours says nothing sure)."""
     attrs = {k.lower(): v for k, v in (item.attributes or {}).items()}
     raw = attrs.get("colour") or attrs.get("color")
     words = _WORD.findall((raw or item.title or "").lower())
-    found = {COLOUR_ALIASES.get(w, w) for w in words if w in COLOURS}
+    found = {_norm_colour(w) for w in words if w in COLOURS}
     if any(w in _MULTI for w in words) and not raw:
         found.add("multicolor")
+    if not found and not raw:
+        desc = {_norm_colour(w) for w in _WORD.findall((item.description or "")[:400].lower()) if w in COLOURS}
+        if len(desc) == 1:
+            found = desc
     return frozenset(found)
+
+
+def _norm_colour(c: str) -> str:
+    """One name per colour: aliases resolved, every word for "several colours" is "multicolor"."""
+    c = COLOUR_ALIASES.get(c, c)
+    return "multicolor" if c in _MULTI else c
 
 
 def item_pack(item: Item) -> int | None:
@@ -54,7 +65,7 @@ def item_pack(item: Item) -> int | None:
 
 def colours_violate(colours: frozenset[str], avoided: set[str]) -> bool:
     """True when every colour of an item is avoided (an item of unknown colour never violates)."""
-    return bool(colours) and colours <= avoided
+    return bool(colours) and colours <= {_norm_colour(a.strip()) for a in avoided}
 
 
 def preference_score(item: Item, facts: dict[str, Any], wanted: dict[str, str], categories: set[str]) -> int:

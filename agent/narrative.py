@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from lumenrec.agent.grounding import (BrandVocabulary, Facts, GroundingChecker, GroundingReport, repair,
+from lumenrec.agent.grounding import (BrandVocabulary, Facts, GroundingChecker, GroundingReport, check_text, repair,
                                       split_sentences)
 from lumenrec.data.types import NARRATIVE_KINDS, Catalog, Conversation, Item
 from lumenrec.errors import LLMError, ToolInputError
@@ -242,8 +242,13 @@ def _details(item: Item) -> str:
         return re.sub(r"[.!?](?=\s|$)", "", ", ".join(a.lower() if not any(ch.isdigit() for ch in a) else a for a in attrs))
     head = short_title(item)
     tail = item.title[len(head):] if item.title.startswith(head) else ""
-    parts = [p.strip(" ,;-()") for p in re.split(r",|\(|\)| - ", tail) if p.strip(" ,;-()")]
-    parts = [p for p in parts if 2 <= len(p) <= 40 and not re.fullmatch(r"[A-Z0-9-]{4,}", p)][:2]
+    # split at commas that do not sit inside a number ("5,000 per box" stays whole)
+    parts = [p.strip(" ,;-()") for p in re.split(r",(?!\d)|(?<!\d),|\(|\)| - ", tail) if p.strip(" ,;-()")]
+    # no model codes, and not the "(item 859)" label a screened title is named by (no fact about the item)
+    parts = [p for p in parts if 2 <= len(p) <= 40 and not re.fullmatch(r"[A-Z0-9-]{4,}", p) and p != f"item {item.id}"]
+    # only what the grounding check supports
+    facts = Facts([item])
+    parts = [p for p in parts if not check_text(p, facts).unsupported][:2]
     return re.sub(r"[.!?](?=\s|$)", "", ", ".join(parts))  # "2 oz." must not end a sentence
 
 

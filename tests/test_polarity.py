@@ -25,6 +25,11 @@ def _pol(text: str, mention: str, kind: str = "brand"):
     ("HP was fine, but not Canon", "HP", None),           # the negation stays in its clause
     ("HP was fine, but not Canon", "Canon", "exclude"),
     ("no idea about Brother", "Brother", None),
+    # a new wish after "and" is past the negation's reach (the simulated shopper's "no Expo and in red")
+    ("no Expo this time and in red", "red", None),
+    ("anything but Paper Mate and preferably blue", "blue", None),
+    ("not HP and not Canon", "Canon", "exclude"),
+    ("no black and no blue", "blue", "exclude"),
 ])
 def test_mention_polarity(text, mention, expected):
     assert _pol(text, mention) == expected

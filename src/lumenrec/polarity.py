@@ -32,6 +32,7 @@ __all__ = [
     "PREFER_BEFORE",
     "SAME_CUE",
     "CLAUSE_SPLIT_WORDS",
+    "WISH_AFTER_AND",
     "Token",
     "tokenize",
     "clause_context",
@@ -65,6 +66,10 @@ PREFER_BEFORE = {"prefer", "preferably", "preferred", "prefered", "rather", "fav
 PREFER_AFTER = {"again", "instead", "please", "pls", "preferred", "prefered", "preferably"}
 # "Same brand as before": the previous item's brand is wanted.
 SAME_CUE = re.compile(r"\b(same (brand|line|company|maker|series|kind)|stick with|from them|matching|that matches|again would)\b")
+# After "and"/"or", a word that starts a new wish ends a negation's reach: "no Expo this time and in
+# red", "anything but Paper Mate and preferably blue" want red and blue.
+WISH_AFTER_AND = {"preferably", "ideally", "prefer", "rather", "in", "with", "make", "want", "need", "needs",
+                  "like", "love", "get", "maybe", "also", "definitely", "should", "must", "it"}
 # Words that start a new clause (a cue before them does not reach past them).
 CLAUSE_SPLIT_WORDS = {"but", "though", "although", "however", "whereas", "while", "also", "plus"}
 
@@ -141,6 +146,8 @@ def negated_before(before: Sequence[str], kind: str = "brand") -> bool:
     """True when the nearest negation cue before a mention applies to it (`kind`: brand or category)."""
     for j in range(len(before) - 1, -1, -1):
         w = before[j]
+        if w in WISH_AFTER_AND and j > 0 and before[j - 1] in {"and", "or"}:
+            return False  # "... and preferably X": a new wish, past the negation's reach
         pair = tuple(before[j:j + 2])
         if pair in NEG_BEFORE_PHRASES or w in NEG_BEFORE:
             if j + 1 < len(before) and before[j + 1] in NEG_CANCEL:

@@ -42,3 +42,15 @@ def test_a_wanted_measure_scores_when_the_title_states_it():
     assert preference_score(it, facts, {"size": "0.7 mm"}, set()) == 1
     assert preference_score(it, facts, {"size": "0.5 mm"}, set()) == 0
     assert preference_score(it, facts, {"size": "0.7 mm", "pack": "12", "colour": "blue"}, set()) == 3
+
+
+def test_several_colour_words_are_one_multicolour_and_a_lone_description_colour_counts():
+    # found by the simulated shopper: "assorted" avoided, "Assorted Colors" items still shown
+    assorted = Item("a", "Sticky Tab Markers, Assorted Colors", "Semikolon", ["Office"])
+    assert item_colours(assorted) == frozenset({"multicolor"})
+    assert colours_violate(item_colours(assorted), {"assorted"}) and colours_violate(item_colours(assorted), {"multicolor"})
+    # a title without colour words: the one colour its description names; several named: unknown
+    labels = Item("l", "Half Sheet Shipping Labels, 200 labels", "Best", ["Office"], description="Bright white matte labels.")
+    assert item_colours(labels) == frozenset({"white"}) and colours_violate(item_colours(labels), {"white"})
+    mixed = Item("m", "Gel pens, 12 pack", "Pilot", ["Office"], description="Black, blue and red ink.")
+    assert item_colours(mixed) == frozenset() and not colours_violate(item_colours(mixed), {"black"})

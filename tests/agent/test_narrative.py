@@ -212,3 +212,14 @@ def test_offline_narrator_never_quotes_instructions_from_a_description():
     plain = [OfflineNarrator().narrate("endorsement", good, [], user_id=f"u{i}") for i in range(20)]
     assert not any("smooth blue ink" in str(t).lower() for t in plain)  # descriptions are never quoted at all
     assert all("Zebra" in t for t in texts + plain)  # the narrative is about the item (the test can fail)
+
+
+def test_details_keep_numbers_whole_and_say_only_supported_facts():
+    """A title's tail is split at commas outside numbers ("5,000 per box", not "000 per box"), and the
+    "(item N)" label a screened title is named by is no detail (the replay's grounding check caught both)."""
+    from lumenrec.agent.narrative import _details
+    from lumenrec.data import Item
+
+    staples = Item("s1", "Bostitch Standard Staples, 1/4 Inch Silver, 5,000 per box (SBS19-1/4)", "Bostitch", ["Office"])
+    assert _details(staples) == "1/4 Inch Silver, 5,000 per box"
+    assert _details(Item("859", "Avery Internet Postage Labels (item 859)", "Avery", ["Office"])) == ""

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-resume", action="store_true", help="start over instead of skipping finished conversations")
     r.add_argument("--limit", type=int, default=None, help="only the first N conversations")
     r.add_argument("--no-semantic", action="store_true", help="skip the MiniLM cosine of narratives")
-    r.add_argument("--publish", action="store_true", help="also write docs/results/replay.json and docs/benchmarks.md")
+    r.add_argument("--publish", action="store_true", help="also write docs/results/NAME.json and docs/benchmarks.md")
+    r.add_argument("--name", default="replay", help="results name when publishing (a run beside the main replay gets its own)")
     r.set_defaults(func=_replay)
 
 
@@ -48,7 +49,7 @@ def _replay(args: argparse.Namespace) -> int:
     summary = run_and_print(cfg)
     if args.publish:
         cmd = "lumenrec " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "lumenrec eval replay"
-        j, m = publish(summary, cmd)
+        j, m = publish(summary, cmd, args.name)
         print(f"published: {j} and {m}")
     return 0
 

@@ -237,11 +237,12 @@ def write_report(summary: dict[str, Any], records: Sequence[dict[str, Any]], out
     return paths
 
 
-def publish(summary: dict[str, Any], command: str) -> tuple[Path, Path]:
-    """docs/results/replay.json and the `replay` section of docs/benchmarks.md."""
+def publish(summary: dict[str, Any], command: str, name: str = "replay") -> tuple[Path, Path]:
+    """docs/results/NAME.json and the NAME section of docs/benchmarks.md (default: `replay`)."""
     from lumenrec.eval.report import machine_info, update_section, write_json
 
-    jpath = write_json("replay", {**summary, "command": command, "machine": machine_info()})
+    jpath = write_json(name, {**summary, "command": command, "machine": machine_info()})
     md = markdown_summary(summary, title="").replace("## ", "### ")
-    spath = update_section("replay", f"Command: `{command}`\n\n{md}", title="Conversation replay (full agent)")
+    title = "Conversation replay (full agent)" + ("" if name == "replay" else f": {name}")
+    spath = update_section(name.replace("_", "-"), f"Command: `{command}`\n\n{md}", title=title)
     return jpath, spath

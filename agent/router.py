@@ -16,9 +16,12 @@
 7. **recommend** when the critique parser finds a constraint, a brand, a shown-item reference or
    an accept/reject signal (in an opening, a price or colour word alone is not enough);
 8. **clarify** when no content word is left ("hmm", "stuff for work", "help");
-9. otherwise a nearest-prototype classifier (character n-gram TF-IDF, or the MiniLM encoder when
-   asked for) over :data:`lumenrec.agent.intents.PROTOTYPES`; content with no confident match
-   -> recommend (an indirect need, "my laptop sits so low my neck hurts", must reach the retriever).
+9. otherwise, for a first message (nothing shown yet), the intent model
+   (:mod:`lumenrec.agent.intent_model`, a softmax over the MiniLM embedding) when it is sure
+   (``fallback_min_probability``), never smalltalk or clarify for a message naming a product; in a
+   conversation, a nearest-prototype classifier (character n-gram TF-IDF, or MiniLM when asked for)
+   over :data:`lumenrec.agent.intents.PROTOTYPES`. No sure answer -> recommend (an indirect need,
+   "my laptop sits so low my neck hurts", must reach the retriever).
 
 Product words come in two strengths: any word of the catalogue's titles (with a need phrase), and
 the catalogue's product nouns (:class:`ProductNouns`: category words that name products, typos

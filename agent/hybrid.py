@@ -267,6 +267,14 @@ class HybridRouter:
                                    "llm_error": f"{type(e).__name__}: {e}"[:300],
                                    "llm_ms": round((time.perf_counter() - t0) * 1000.0, 1)}
             return rules
+        if rules.intent == Intent.RECOMMEND and decision.intent in _AWAY_FROM_SHOPPING \
+                and hasattr(self.offline, "product_nouns") and self.offline.product_nouns(message):
+            # a message naming a product is a shopper's ("I'm a label-everything person"): the model may
+            # not send it to a summary, smalltalk, a clarifying question or out of scope
+            rules.trace_details = {"path": "rules (llm overruled: names a product)", "why_llm": why,
+                                   "llm_intent": decision.intent.value,
+                                   "llm_ms": round((time.perf_counter() - t0) * 1000.0, 1)}
+            return rules
         decision.trace_details = {"path": "llm", "why_llm": why, "tool": call["name"], "arguments": call["arguments"],
                                   "rules_intent": rules.intent.value, "rules_reason": rules.reason,
                                   "llm_ms": round((time.perf_counter() - t0) * 1000.0, 1),
@@ -290,6 +298,9 @@ class HybridRouter:
                                  max_tokens=self.config.max_tokens)
         call = res.calls[0]
         return decision_from_call(call["name"], call["arguments"], message, self.parser, shown_ids), call, res.usage
+
+
+_AWAY_FROM_SHOPPING = (Intent.SUMMARIZE_USER, Intent.SMALLTALK, Intent.CLARIFY, Intent.OUT_OF_SCOPE)
 
 
 def _last_request(session: Any) -> str | None:

@@ -168,3 +168,15 @@ def test_demo_switch_local_uses_the_hybrid_agent(tiny_catalog, monkeypatch):
     assert backend.agent(False, "local") is backend.rec
     turns = list(backend.stream(backend.new_session(""), "I'm organizing my drawer this weekend", True, "local"))
     assert turns[-1].done and len(llm.calls) == 1
+
+
+def test_the_model_may_not_send_a_message_naming_a_product_away_from_shopping(tiny_catalog):
+    # the replay found the local model routing 45 of 150 dev openings ("I'm a label-everything
+    # person...") to summarize_user: a low-confidence turn that names a product stays a recommendation
+    llm = ScriptedToolLLM(("summarize_user", {}), ("summarize_user", {}))
+    r = _router(tiny_catalog, llm)
+    d = r.route("I'm a pens-everywhere kind of person, honestly", Session())
+    assert len(llm.calls) == 1 and d.intent == Intent.RECOMMEND
+    assert d.trace_details["path"].startswith("rules (llm overruled") and d.trace_details["llm_intent"] == "summarize_user"
+    d2 = r.route("something to keep my life tidy", Session())  # no product named: the model decides
+    assert d2.intent == Intent.SUMMARIZE_USER and d2.trace_details["path"] == "llm"

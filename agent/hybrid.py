@@ -248,6 +248,13 @@ class HybridRouter:
             return "a free question about the shown items"
         return None
 
+    def keeps_rules(self, rules: RouteDecision, llm_intent: Intent, message: str) -> bool:
+        """True when the model's answer may not replace the rules' decision: a message naming a
+        product is a shopper's ("I'm a label-everything person"), so the model may not send the rules'
+        recommend to a summary, smalltalk, a clarifying question or out of scope."""
+        return (rules.intent == Intent.RECOMMEND and llm_intent in _AWAY_FROM_SHOPPING
+                and hasattr(self.offline, "product_nouns") and bool(self.offline.product_nouns(message)))
+
     def route(self, message: str, session: Any = None) -> RouteDecision:
         self.stats["turns"] += 1
         t0 = time.perf_counter()
@@ -267,10 +274,7 @@ class HybridRouter:
                                    "llm_error": f"{type(e).__name__}: {e}"[:300],
                                    "llm_ms": round((time.perf_counter() - t0) * 1000.0, 1)}
             return rules
-        if rules.intent == Intent.RECOMMEND and decision.intent in _AWAY_FROM_SHOPPING \
-                and hasattr(self.offline, "product_nouns") and self.offline.product_nouns(message):
-            # a message naming a product is a shopper's ("I'm a label-everything person"): the model may
-            # not send it to a summary, smalltalk, a clarifying question or out of scope
+        if self.keeps_rules(rules, decision.intent, message):
             rules.trace_details = {"path": "rules (llm overruled: names a product)", "why_llm": why,
                                    "llm_intent": decision.intent.value,
                                    "llm_ms": round((time.perf_counter() - t0) * 1000.0, 1)}

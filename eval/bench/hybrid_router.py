@@ -147,6 +147,7 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
     from lumenrec.agent.hybrid import ROUTE_PROMPT_VERSION, HybridRouter
     from lumenrec.agent.llm.backends import make_local_llm
     from lumenrec.agent.router import OfflineRouter
+    from lumenrec.agent.intents import Intent
     from lumenrec.data.registry import cache_dir, load_dataset
 
     ds = load_dataset(cfg.data)
@@ -170,8 +171,11 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
     for t in turns:
         why = router.needs_llm(rules[t["id"]]["decision"], t["text"], _session(t))
         if why is not None and llm_rows[t["id"]]["intent"] is not None:
-            hybrid[t["id"]] = {**llm_rows[t["id"]], "why": why}
             sent.append(t["id"])
+            if router.keeps_rules(rules[t["id"]]["decision"], Intent(llm_rows[t["id"]]["intent"]), t["text"]):
+                hybrid[t["id"]] = {**rules[t["id"]], "why": why, "llm_overruled": True}
+            else:
+                hybrid[t["id"]] = {**llm_rows[t["id"]], "why": why}
         else:
             hybrid[t["id"]] = rules[t["id"]] if why is None else {**rules[t["id"]], "why": why, "llm_failed": True}
     lat = {cfg.threads: _pct([llm_rows[t["id"]]["seconds"] for t in turns])}

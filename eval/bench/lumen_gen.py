@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples
     from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig
     from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig, assign_semantic_ids
-    from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, peak_rss_mb, train_lumen_gen
+    from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_semantic_ids, peak_rss_mb, train_lumen_gen
+    from lumenrec.errors import ConfigError
     from lumenrec.data.registry import load_dataset
     from lumenrec.data.split import leave_one_out
     from lumenrec.eval.baselines import MarkovScorer, PopularityScorer
@@ -79,12 +80,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     split = leave_one_out(ds.interactions)
     conv_users = {c.user_id for c in ds.conversations}
     vecs, vec_source = _item_vectors(cat, args.ilm_checkpoint)
-    sids = assign_semantic_ids(vecs, SemanticIDConfig(mode=args.mode, levels=args.levels,
-                                                      codebook_size=args.codebook_size, seed=args.seed))
+    out = Path(args.out)
+    sid_cfg = SemanticIDConfig(mode=args.mode, levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
+    sids = load_semantic_ids(out / "model")  # a resumed run keeps the codes its rows were trained for
+    if sids is None:
+        sids = assign_semantic_ids(vecs, sid_cfg)
+    elif sids.config != sid_cfg or sids.num_items != len(cat):
+        raise ConfigError("out", str(out), f"holds a run with other semantic IDs ({sids.config}); use another --out")
     examples = build_examples(split.train, split.train_users, cat,
                               ExampleConfig(positions_per_user=args.positions, seed=args.seed), exclude_users=conv_users)
     narrators = sorted({e.narrator for e in examples if e.narrator})
-    out = Path(args.out)
     model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=args.backbone, seed=args.seed), sids)
     tcfg = LumenGenTrainConfig(steps=args.steps, batch_size=args.batch_size, max_time_s=args.max_time,
                                checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed)

@@ -36,8 +36,8 @@ from lumenrec.agent.llm.lumen_gen.model import (Encoded, GenerativeLumen, LumenG
                                                 sids_to_tensors)
 from lumenrec.errors import CheckpointError, ConfigError
 
-__all__ = ["LumenGenTrainConfig", "train_lumen_gen", "save_lumen_gen", "load_lumen_gen", "examples_digest",
-           "peak_rss_mb"]
+__all__ = ["LumenGenTrainConfig", "train_lumen_gen", "save_lumen_gen", "load_lumen_gen", "load_semantic_ids",
+           "examples_digest", "peak_rss_mb"]
 
 log = logging.getLogger(__name__)
 KIND = "lumen_gen"
@@ -196,6 +196,26 @@ def load_lumen_gen(directory: str | Path, *, model: GenerativeLumen | None = Non
     model.load_trainable({k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")})
     model.eval()
     return model, item_ids, cfg
+
+
+def load_semantic_ids(directory: str | Path):
+    """The semantic IDs stored in a checkpoint directory, or None when there is no checkpoint there.
+
+    A resumed run must reuse them: k-means on re-encoded item vectors can flip near-ties, and codes
+    that differ from the trained rows would silently mean other items.
+    """
+    from safetensors.torch import load_file
+
+    from lumenrec.retriever.checkpoint import MODEL_FILE, read_json, verify_checkpoint
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        return None
+    verify_checkpoint(directory)
+    cfg = read_json(directory / "config.json")
+    if cfg.get("kind") != KIND:
+        raise CheckpointError(f"{directory}: not a generative LUMEN checkpoint (kind={cfg.get('kind')!r})")
+    return sids_from(load_file(str(directory / MODEL_FILE)), cfg["semantic_ids"])
 
 
 def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item_ids: Sequence[str],

@@ -1,7 +1,7 @@
 """Generative LUMEN (issue 20) on tiny catalogues with known answers, on a tiny random Llama (fast).
 
 SmolLM2 itself is exercised by `lumenrec bench lumen_gen`; here a 2-layer, 32-wide Llama with a
-byte-level tokenizer built in the test keeps every test well under a second or two.
+byte-level tokenizer (tests/tiny_lm.py) keeps every test well under a second or two.
 """
 
 from __future__ import annotations
@@ -24,32 +24,10 @@ from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_lumen_g
 from lumenrec.data import Catalog, Item  # noqa: E402
 from lumenrec.errors import CheckpointError, ConfigError, MissingExtraError  # noqa: E402
 from lumenrec.retriever.base import Query  # noqa: E402
+from tiny_lm import byte_tokenizer as _tokenizer, tiny_llama as _tiny_lm  # noqa: E402
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
-def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {c: i for i, c in enumerate(alphabet)}
-    vocab["<eos>"] = len(vocab)
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
-
-
-def _tiny_lm(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg)
-
-
 def _clustered(n_clusters=4, per=5, dim=16, seed=0):
     """Well-separated clusters: (vectors (n_clusters * per, dim), cluster label of each row)."""
     rng = np.random.default_rng(seed)

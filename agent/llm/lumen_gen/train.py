@@ -201,8 +201,8 @@ def load_lumen_gen(directory: str | Path, *, model: GenerativeLumen | None = Non
 def load_semantic_ids(directory: str | Path):
     """The semantic IDs stored in a checkpoint directory, or None when there is no checkpoint there.
 
-    A resumed run must reuse them: k-means on re-encoded item vectors can flip near-ties, and codes
-    that differ from the trained rows would silently mean other items.
+    A resumed run must reuse them: codes recomputed from item vectors that changed in the meantime
+    (another text encoder, another ILM checkpoint) would silently mean other items for the trained rows.
     """
     from safetensors.torch import load_file
 

@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(r)
     print(md)
     if not args.no_publish:
-        publish(args.name, r, md, "Generative LUMEN (issue 20): item tokens in the LLM's vocabulary")
+        title = "Generative LUMEN (issue 20): item tokens in the LLM's vocabulary"
+        publish(args.name, r, md, title + (", one token per item" if args.mode == "atomic" else ""))
     return 0
 
 

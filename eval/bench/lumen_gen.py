@@ -158,7 +158,9 @@ def to_markdown(r: dict[str, Any]) -> str:
     return "\n".join([
         f"**{label}**: {t['steps_total']} steps of batch {r['train_config']['batch_size']} "
         f"({t['steps_this_run']} in this call, resumed from {t['resumed_from']}), {t['wall_s']:.0f} s training in this call "
-        f"({t['s_per_step']:.2f} s/step, {r['train_config']['threads']} torch threads), peak RSS {r['peak_rss_mb']:.0f} MiB, "
+        f"({t['s_per_step']:.2f} s/step, {r['train_config']['threads']} torch threads; training wall over all calls: "
+        f"{'not recorded by an earlier call' if t.get('wall_s_total') is None else format(t['wall_s_total'], '.0f') + ' s'}), "
+        f"peak RSS {r['peak_rss_mb']:.0f} MiB, "
         f"whole command {r['wall_s']:.0f} s. Loss {t['loss_first']:.3f} at step 1, mean of the last 20 steps "
         f"{t['loss_last20']:.3f}.",
         "",

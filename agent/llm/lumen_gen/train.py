@@ -235,7 +235,7 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
     digest = examples_digest(examples)
     extra = {**(extra or {}), "examples_digest": digest, "resume_key": cfg.resume_key()}
     opt = _optimizer(model, cfg)
-    step, history = 0, []
+    step, history, wall_before = 0, [], 0.0
     if out is not None and (Path(out) / "resume.json").is_file():
         model_, _, saved = load_lumen_gen(out, model=model)
         if saved.get("resume_key") != cfg.resume_key() or saved.get("examples_digest") != digest:
@@ -244,7 +244,9 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
         tensors, info = load_resume_state(out)
         opt.load_state_dict(optimizer_from_flat(tensors, info["optimizer"]))
         step = int(info["step"])
-        history = json.loads((Path(out) / "metrics.json").read_text()).get("history", [])
+        saved_metrics = json.loads((Path(out) / "metrics.json").read_text())
+        history = saved_metrics.get("history", [])
+        wall_before = saved_metrics.get("train_wall_s_total")  # None: written before this field existed
         log.info("resuming generative LUMEN training in %s at step %d of %d", out, step, cfg.steps)
     loss_fn = LumenGenLoss(cfg.narrative_weight)
     t0 = time.perf_counter()
@@ -253,8 +255,9 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
 
     def save() -> None:
         if out is not None:
+            total = None if wall_before is None else wall_before + time.perf_counter() - t0
             save_lumen_gen(out, model, item_ids, train_config=cfg, optimizer=opt, step=step,
-                           metrics={"history": history, "step": step}, extra=extra)
+                           metrics={"history": history, "step": step, "train_wall_s_total": total}, extra=extra)
 
     with torch_threads(cfg.num_threads):
         model.train()
@@ -287,6 +290,7 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
         save()
     tail = history[-min(len(history), 20):]
     return {"steps_total": step, "steps_this_run": step - start_step, "resumed_from": start_step, "wall_s": wall,
+            "wall_s_total": None if wall_before is None else wall_before + wall,
             "s_per_step": wall / max(1, step - start_step), "peak_rss_mb": peak_rss_mb(),
             "loss_first": history[0]["loss"] if history else None,
             "loss_last20": float(np.mean([h["loss"] for h in tail])) if tail else None,

@@ -35,3 +35,5 @@ def test_bench_lumen_gen_end_to_end(tmp_path, monkeypatch):
     assert lumen_gen.main(more + ["--no-publish"]) == 0
     state = json.loads((tmp_path / "run" / "model" / "resume.json").read_text())
     assert state["step"] == 6
+    metrics = json.loads((tmp_path / "run" / "model" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 6 and metrics["train_wall_s_total"] > 0

@@ -13,11 +13,11 @@ from typing import Sequence
 import numpy as np
 
 from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen
-from lumenrec.data.types import Catalog
-from lumenrec.errors import CheckpointError
+from lumenrec.data.types import Catalog, Item
+from lumenrec.errors import CheckpointError, ToolInputError
 from lumenrec.retriever.base import BaseRetriever, Query
 
-__all__ = ["GenerativeLumenRetriever"]
+__all__ = ["GenerativeLumenRetriever", "GenerativeLumenNarrator"]
 
 
 class GenerativeLumenRetriever(BaseRetriever):
@@ -56,3 +56,31 @@ class GenerativeLumenRetriever(BaseRetriever):
     def narrate(self, query: Query, item_id: str) -> str:
         hist = [int(i) for i in self.catalog.indices_of([h for h in query.history if h in self.catalog])]
         return self.model.narrate(hist, self.catalog.index_of(item_id), query.text)
+
+
+class GenerativeLumenNarrator:
+    """The agent's narrator protocol (``narrate(kind, item, history, *, user_id, critique) -> str``) over the model.
+
+    The model was trained on purchase reasons; it writes those and endorsements (the same text for
+    now). A user summary, or an empty generation, goes to `fallback` (the agent passes its offline
+    narrator). Its texts are NOT grounding-checked here: the checker lives in the agent layer, and
+    wrapping this narrator with it is part of issue 20 that is still open.
+    """
+
+    name = "lumen_gen"
+
+    def __init__(self, model: GenerativeLumen, catalog: Catalog, *, fallback=None) -> None:
+        self.model, self.catalog, self.fallback = model, catalog, fallback
+
+    def narrate(self, kind: str, item: Item | None, history: Sequence[Item], *, user_id: str = "",
+                critique: str | None = None) -> str:
+        hist = [self.catalog.index_of(h.id) for h in history if h.id in self.catalog]
+        text = ""
+        if kind in ("purchase_reason", "endorsement") and item is not None and item.id in self.catalog:
+            text = self.model.narrate(hist, self.catalog.index_of(item.id), critique)
+        if text.strip():
+            return text
+        if self.fallback is None:
+            raise ToolInputError(f"the generative LUMEN narrator writes purchase reasons and endorsements of "
+                                 f"catalogue items; {kind!r} needs a fallback narrator")
+        return self.fallback.narrate(kind, item, history, user_id=user_id, critique=critique)

@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 
 from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples  # noqa: E402
 from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig, LumenGenLoss, require_peft  # noqa: E402
-from lumenrec.agent.llm.lumen_gen.retriever import GenerativeLumenRetriever  # noqa: E402
+from lumenrec.agent.llm.lumen_gen.retriever import GenerativeLumenNarrator, GenerativeLumenRetriever  # noqa: E402
 from lumenrec.agent.llm.lumen_gen.semantic_ids import (PrefixTrie, SemanticIDConfig, assign_semantic_ids,  # noqa: E402
                                                        kmeans, residual_kmeans)
 from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_lumen_gen, save_lumen_gen, train_lumen_gen  # noqa: E402
@@ -225,6 +225,24 @@ def test_retriever_returns_catalogue_ids_without_history(sids):
     assert len(gen) == 4 and not {"i1", "i0"} & set(gen)
     with pytest.raises(CheckpointError):
         GenerativeLumenRetriever(_model(sids), Catalog([Item("a", "x")]))
+
+
+def test_it_plugs_into_the_agent(sids):
+    """The retriever and narrator inside the real Recommender: a chat turn shows catalogue items."""
+    from lumenrec.agent.narrative import OfflineNarrator
+    from lumenrec.agent.recommender import Recommender
+
+    cat = Catalog([Item(f"i{j}", f"{'Blue' if j % 2 else 'Black'} gel pen model {j}", "Pilot" if j < 10 else "Bic",
+                        ["Office", "Writing", "Pens"]) for j in range(20)])
+    m = _model(sids)
+    narrator = GenerativeLumenNarrator(m, cat, fallback=OfflineNarrator())
+    rec = Recommender(cat, GenerativeLumenRetriever(m, cat), narrator=narrator)
+    reply = rec.chat("s1", "I need gel pens")
+    assert reply.items and all(it["id"] in cat for it in reply.items)
+    assert isinstance(narrator.narrate("purchase_reason", cat[3], [cat[1]]), str)
+    assert narrator.narrate("user_summary", None, [cat[1]])  # the fallback writes what the model was not trained for
+    with pytest.raises(Exception, match="fallback"):
+        GenerativeLumenNarrator(m, cat).narrate("user_summary", None, [cat[1]])
 
 
 # ---- examples ------------------------------------------------------------------------------------

@@ -60,6 +60,34 @@ def _critiques(cases, catalog, seed: int) -> list[str | None]:
     return out
 
 
+def _narratives(model, ds, n: int) -> dict[str, Any]:
+    """Purchase reasons for the store's conversations (never trained on) vs their references, ROUGE-L F1:
+    the model's (greedy, conditioned on its item tokens) beside the offline narrator's, same cases."""
+    from rouge_score import rouge_scorer
+
+    from lumenrec.data.inpaint import Inpainter
+
+    cat = ds.catalog
+    convs = [c for c in ds.conversations if c.target in cat and c.narratives.purchase_reason and c.history][:n]
+    if not convs:
+        return {"cases": 0}
+    offline = Inpainter(cat).narrator
+    sc = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rows: dict[str, list[float]] = {"lumen_gen": [], "offline narrator": []}
+    examples = []
+    for c in convs:
+        hist = [cat.index_of(h) for h in c.history if h in cat]
+        ref = c.narratives.purchase_reason
+        gen = model.narrate(hist, cat.index_of(c.target), c.critique)
+        off = offline.generate("purchase_reason", cat.get(c.target), [cat[i] for i in hist], user_id=c.user_id,
+                               critique=c.critique).text
+        rows["lumen_gen"].append(sc.score(ref, gen)["rougeL"].fmeasure)
+        rows["offline narrator"].append(sc.score(ref, off)["rougeL"].fmeasure)
+        if len(examples) < 3:
+            examples.append({"user_id": c.user_id, "lumen_gen": gen, "offline": off, "reference": ref})
+    return {"cases": len(convs), "rougeL": {k: float(np.mean(v)) for k, v in rows.items()}, "examples": examples}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -125,6 +153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows["lumen_gen (history only, same cases)"] = metrics(plain[with_c], with_c)
             rows["popularity (same cases)"] = metrics(pop([cases.histories[i] for i in with_c]), with_c)
         beams = [model.beam_search(model.prompt(h, None), 10) for h in cases.histories[: args.beam_users]]
+        narratives = _narratives(model, ds, args.narrative_cases)
     valid = sum(len(b) for b in beams)
     eval_s = time.perf_counter() - t_eval
     epochs = train["steps_total"] * args.batch_size / len(examples)
@@ -142,7 +171,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "short_run": short, "epochs": epochs,
         "eval": {"cases": len(cases), "cases_with_critique": len(with_c), "seconds": eval_s, "metrics": rows,
                  "beam_top10": {"users": len(beams), "items_returned": valid,
-                                "valid_catalogue_items": sum(1 for b in beams for i, _ in b if 0 <= i < len(cat))}},
+                                "valid_catalogue_items": sum(1 for b in beams for i, _ in b if 0 <= i < len(cat))},
+                 "narratives": narratives},
         "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - t_all, "torch_threads": torch.get_num_threads(),
         "machine": machine_info(),
     }
@@ -178,7 +208,12 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"Constrained beam search (width 10): {b['valid_catalogue_items']} of {b['items_returned']} returned items are "
         f"catalogue items, over {b['users']} users. Evaluation took {r['eval']['seconds']:.0f} s.",
-    ])
+    ] + ([
+        "",
+        f"Purchase reasons for {nv['cases']} of the store's conversations (never trained on) vs their references, "
+        f"ROUGE-L F1: generative LUMEN {nv['rougeL']['lumen_gen']:.3f}, the offline narrator (which wrote its training "
+        f"narratives) {nv['rougeL']['offline narrator']:.3f}.",
+    ] if (nv := r["eval"].get("narratives", {})).get("cases") else []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-users", type=int, default=100)
     ap.add_argument("--beam-users", type=int, default=30)
+    ap.add_argument("--narrative-cases", type=int, default=20, help="store conversations whose purchase reason is written")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="lumen_gen", help="results name (docs/results/NAME.json)")
     ap.add_argument("--no-publish", action="store_true")

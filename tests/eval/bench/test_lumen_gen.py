@@ -27,6 +27,9 @@ def test_bench_lumen_gen_end_to_end(tmp_path, monkeypatch):
     assert beam["items_returned"] == 30 and beam["valid_catalogue_items"] == 30
     m = r["eval"]["metrics"]
     assert {"popularity", "markov", "lumen_gen (history only)"} <= set(m) and m["popularity"]["n"] == 8
+    nv = r["eval"]["narratives"]
+    assert nv["cases"] == 5 and set(nv["rougeL"]) == {"lumen_gen", "offline narrator"}
+    assert all(0.0 <= v <= 1.0 for v in nv["rougeL"].values())
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "<!-- bench:lumen-gen -->" in md and "SHORT RUN" in md and r["command"] in md
     # a second call with more steps resumes the checkpoint instead of starting over

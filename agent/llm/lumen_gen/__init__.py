@@ -1,0 +1,10 @@
+"""Generative LUMEN (issue 20): one causal LM whose vocabulary holds the catalogue.
+
+- :mod:`.semantic_ids`: item code tuples (residual k-means, or one token per item) and their prefix trie;
+- :mod:`.model`: the backbone + LoRA + item-token rows, the constrained loss, beam search, full-catalogue scores;
+- :mod:`.examples`: training examples from training users (history/critique -> item, item -> narrative);
+- :mod:`.train`: resumable training and checkpoint directories;
+- :mod:`.retriever`: the model as a :class:`~lumenrec.retriever.base.BaseRetriever`.
+
+Needs the ``lumen-gen`` extra (peft) for the model; semantic IDs are numpy only.
+"""

@@ -1,0 +1,253 @@
+"""Generative LUMEN (issue 20): train the item-vocabulary LLM in resumable chunks, then rank the whole catalogue.
+
+    lumenrec bench lumen_gen --data synthetic:num_items=300,num_users=1500,num_conversations=50 \\
+        --steps 150 --max-time 420 --out runs/lumen_gen/synth300
+
+1. the dataset's leave-one-out split; item vectors: ILM vectors (``--ilm-checkpoint``) or MiniLM item-text vectors;
+2. semantic IDs (``--mode rq``: residual k-means + a collision code; ``--mode atomic``: one token per item);
+3. training examples from the TRAINING sequences of users outside the dataset's conversations
+   (history -> item, with and without a synthetic critique; item -> narrative from the inpainting narrator);
+4. training of SmolLM2 (or ``--backbone``) + LoRA + item rows to ``--steps`` steps, checkpointed every
+   ``--checkpoint-every`` steps in ``--out`` (a re-run resumes there), at most ``--max-time`` s per call;
+5. full-catalogue metrics on ``--eval-users`` leave-one-out test users (history masked): the model's
+   log-probability of every item's codes, beside popularity and the Markov chain on the same cases;
+   without and with a synthetic critique of the (last item -> target) move; constrained beam search's
+   top-10 validity.
+
+A run that stops before ``--steps`` is published as what it is (steps done, wall, peak RSS), never as
+a converged model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lumenrec.eval.report import machine_info, markdown_table, publish
+
+__all__ = ["main", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _item_vectors(catalog, ilm_checkpoint: str | None) -> tuple[np.ndarray, str]:
+    if ilm_checkpoint:
+        from lumenrec.retriever.ilm import ilm_vectors_from_checkpoint
+
+        vecs, version = ilm_vectors_from_checkpoint(ilm_checkpoint, catalog)
+        return vecs, f"ilm ({version})"
+    from lumenrec.retriever.text_encoder import TextEncoder
+
+    return TextEncoder().encode_items(catalog, progress=False), "minilm item text"
+
+
+def _critiques(cases, catalog, seed: int) -> list[str | None]:
+    """A synthetic critique of each case's (last history item -> target) move (None when not similar)."""
+    from lumenrec.retriever.critique_synth import synthesize_critique
+
+    out = []
+    for u, h, t in zip(cases.users, cases.histories, cases.targets):
+        prev, nxt = catalog[int(h[-1])], catalog[int(t)]
+        same = prev.categories[:1] == nxt.categories[:1]
+        out.append(synthesize_critique(prev, nxt, random.Random(f"eval:{seed}:{u}")) if same else None)
+    return out
+
+
+def _narratives(model, ds, n: int) -> dict[str, Any]:
+    """Purchase reasons for the store's conversations (never trained on) vs their references, ROUGE-L F1:
+    the model's (greedy, conditioned on its item tokens) beside the offline narrator's, same cases."""
+    from rouge_score import rouge_scorer
+
+    from lumenrec.data.inpaint import Inpainter
+
+    cat = ds.catalog
+    convs = [c for c in ds.conversations if c.target in cat and c.narratives.purchase_reason and c.history][:n]
+    if not convs:
+        return {"cases": 0}
+    offline = Inpainter(cat).narrator
+    sc = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rows: dict[str, list[float]] = {"lumen_gen": [], "offline narrator": []}
+    examples = []
+    for c in convs:
+        hist = [cat.index_of(h) for h in c.history if h in cat]
+        ref = c.narratives.purchase_reason
+        gen = model.narrate(hist, cat.index_of(c.target), c.critique)
+        off = offline.generate("purchase_reason", cat.get(c.target), [cat[i] for i in hist], user_id=c.user_id,
+                               critique=c.critique).text
+        rows["lumen_gen"].append(sc.score(ref, gen)["rougeL"].fmeasure)
+        rows["offline narrator"].append(sc.score(ref, off)["rougeL"].fmeasure)
+        if len(examples) < 3:
+            examples.append({"user_id": c.user_id, "lumen_gen": gen, "offline": off, "reference": ref})
+    return {"cases": len(convs), "rougeL": {k: float(np.mean(v)) for k, v in rows.items()}, "examples": examples}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples
+    from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig
+    from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig, assign_semantic_ids
+    from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_semantic_ids, peak_rss_mb, train_lumen_gen
+    from lumenrec.errors import ConfigError
+    from lumenrec.data.registry import load_dataset
+    from lumenrec.data.split import leave_one_out
+    from lumenrec.eval.baselines import MarkovScorer, PopularityScorer
+    from lumenrec.eval.metrics import mask_history, metrics_from_ranks, ranks_from_scores
+    from lumenrec.retriever.ilm import torch_threads
+
+    t_all = time.perf_counter()
+    ds = load_dataset(args.data)
+    cat = ds.catalog
+    split = leave_one_out(ds.interactions)
+    conv_users = {c.user_id for c in ds.conversations}
+    vecs, vec_source = _item_vectors(cat, args.ilm_checkpoint)
+    out = Path(args.out)
+    sid_cfg = SemanticIDConfig(mode=args.mode, levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
+    sids = load_semantic_ids(out / "model")  # a resumed run keeps the codes its rows were trained for
+    if sids is None:
+        sids = assign_semantic_ids(vecs, sid_cfg)
+    elif sids.config != sid_cfg or sids.num_items != len(cat):
+        raise ConfigError("out", str(out), f"holds a run with other semantic IDs ({sids.config}); use another --out")
+    examples = build_examples(split.train, split.train_users, cat,
+                              ExampleConfig(positions_per_user=args.positions, seed=args.seed), exclude_users=conv_users)
+    narrators = sorted({e.narrator for e in examples if e.narrator})
+    model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=args.backbone, seed=args.seed), sids)
+    tcfg = LumenGenTrainConfig(steps=args.steps, batch_size=args.batch_size, max_time_s=args.max_time,
+                               checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed)
+    train = train_lumen_gen(model, examples, cat.ids, tcfg, out=out / "model",
+                            extra={"data": args.data, "item_vectors": vec_source})
+    log.info("training: %s", train)
+
+    # evaluation: a seeded sample of leave-one-out test users
+    rng = np.random.default_rng(args.seed)
+    pick = np.sort(rng.choice(len(split.test), size=min(args.eval_users, len(split.test)), replace=False))
+    cases = split.test.subset(pick)
+    crit = _critiques(cases, cat, args.seed)
+    t_eval = time.perf_counter()
+    rows: dict[str, dict[str, float]] = {}
+
+    def metrics(scores: np.ndarray, idx: list[int]) -> dict[str, float]:
+        s = np.array(scores, dtype=np.float64, copy=True)
+        mask_history(s, [cases.histories[i] for i in idx])
+        return metrics_from_ranks(ranks_from_scores(s, cases.targets[idx]), ks=(1, 5, 10, 20))
+
+    all_idx = list(range(len(cases)))
+    pop = PopularityScorer(split.train_full, len(cat))
+    markov = MarkovScorer(split.train_full, len(cat))
+    rows["popularity"] = metrics(pop(cases.histories), all_idx)
+    rows["markov"] = metrics(markov(cases.histories), all_idx)
+    with torch_threads(args.threads):
+        plain = np.stack([model.score_items(model.prompt(h, None)) for h in cases.histories])  # (B, N)
+        rows["lumen_gen (history only)"] = metrics(plain, all_idx)
+        with_c = [i for i, c in enumerate(crit) if c]
+        if with_c:
+            sc = np.stack([model.score_items(model.prompt(cases.histories[i], crit[i])) for i in with_c])
+            rows["lumen_gen (+ critique)"] = metrics(sc, with_c)
+            rows["lumen_gen (history only, same cases)"] = metrics(plain[with_c], with_c)
+            rows["popularity (same cases)"] = metrics(pop([cases.histories[i] for i in with_c]), with_c)
+        beams = [model.beam_search(model.prompt(h, None), 10) for h in cases.histories[: args.beam_users]]
+        narratives = _narratives(model, ds, args.narrative_cases)
+    valid = sum(len(b) for b in beams)
+    eval_s = time.perf_counter() - t_eval
+    epochs = train["steps_total"] * args.batch_size / len(examples)
+    short = train["steps_total"] < args.steps or epochs < 1.0  # stopped by the budget, or not one pass over the data
+    return {
+        "data": args.data, "items": len(cat), "users": len(ds.interactions), "conversation_users_excluded": len(conv_users),
+        "item_vectors": vec_source, "semantic_ids": {"mode": args.mode, "levels": sids.num_levels,
+                                                     "level_sizes": sids.level_sizes, "collision_level": sids.collision_level},
+        "model": model.describe(), "backbone_dir": model.backbone_dir,
+        "examples": {"total": len(examples), "item": sum(e.task == "item" for e in examples),
+                     "with_critique": sum(e.task == "item" and e.critique is not None for e in examples),
+                     "narrative": sum(e.task == "narrative" for e in examples), "narrators": narrators},
+        "train": train, "train_config": {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
+                                         "max_time_s": args.max_time, "checkpoint_every": args.checkpoint_every},
+        "short_run": short, "epochs": epochs,
+        "eval": {"cases": len(cases), "cases_with_critique": len(with_c), "seconds": eval_s, "metrics": rows,
+                 "beam_top10": {"users": len(beams), "items_returned": valid,
+                                "valid_catalogue_items": sum(1 for b in beams for i, _ in b if 0 <= i < len(cat))},
+                 "narratives": narratives},
+        "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - t_all, "torch_threads": torch.get_num_threads(),
+        "machine": machine_info(),
+    }
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    t = r["train"]
+    head = ["scorer", "cases", "R@10", "N@10", "R@1", "MRR"]
+    body = [[k, v["n"], v["recall@10"], v["ndcg@10"], v["recall@1"], v["mrr"]] for k, v in r["eval"]["metrics"].items()]
+    b = r["eval"]["beam_top10"]
+    label = (f"SHORT RUN ({r['epochs']:.2f} epochs: a loop check, not a trained model)" if r["short_run"]
+             else f"{r['epochs']:.2f} epochs")
+    return "\n".join([
+        f"**{label}**: {t['steps_total']} steps of batch {r['train_config']['batch_size']} "
+        f"({t['steps_this_run']} in this call, resumed from {t['resumed_from']}), {t['wall_s']:.0f} s training in this call "
+        f"({t['s_per_step']:.2f} s/step, {r['train_config']['threads']} torch threads; training wall over all calls: "
+        f"{'not recorded by an earlier call' if t.get('wall_s_total') is None else format(t['wall_s_total'], '.0f') + ' s'}), "
+        f"peak RSS {r['peak_rss_mb']:.0f} MiB, "
+        f"whole command {r['wall_s']:.0f} s. Loss {t['loss_first']:.3f} at step 1, mean of the last 20 steps "
+        f"{t['loss_last20']:.3f}.",
+        "",
+        f"Data `{r['data']}`: {r['items']} items; item vectors: {r['item_vectors']}; semantic IDs {r['semantic_ids']['mode']} "
+        f"with level sizes {r['semantic_ids']['level_sizes']} (collision level: {r['semantic_ids']['collision_level']}); "
+        f"{r['model']['trainable_params']:,} trainable of {r['model']['total_params']:,} parameters. "
+        f"Examples from training sequences only ({r['conversation_users_excluded']} conversation users left out): "
+        f"{r['examples']['item']} item ({r['examples']['with_critique']} with a synthetic critique), "
+        f"{r['examples']['narrative']} narrative (narrator: {', '.join(r['examples']['narrators']) or 'none'}).",
+        "",
+        "Full-catalogue ranking of leave-one-out test targets (history masked), the same seeded sample of test users "
+        "for every row; '+ critique' = a synthetic critique of the last item -> target move, on the cases where one exists:",
+        "",
+        markdown_table(head, body),
+        "",
+        f"Constrained beam search (width 10): {b['valid_catalogue_items']} of {b['items_returned']} returned items are "
+        f"catalogue items, over {b['users']} users. Evaluation took {r['eval']['seconds']:.0f} s.",
+    ] + ([
+        "",
+        f"Purchase reasons for {nv['cases']} of the store's conversations (never trained on) vs their references, "
+        f"ROUGE-L F1: generative LUMEN {nv['rougeL']['lumen_gen']:.3f}, the offline narrator (which wrote its training "
+        f"narratives) {nv['rougeL']['offline narrator']:.3f}.",
+    ] if (nv := r["eval"].get("narratives", {})).get("cases") else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="lumenrec bench lumen_gen", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="synthetic:num_items=300,num_users=1500,num_conversations=50")
+    ap.add_argument("--out", default="runs/lumen_gen/synth300", help="checkpoint directory root (resumable)")
+    ap.add_argument("--backbone", default=None, help="HF model dir or .gguf (default: SmolLM2-135M-Instruct)")
+    ap.add_argument("--ilm-checkpoint", default=None, help="ILM checkpoint for the item vectors (default: MiniLM text)")
+    ap.add_argument("--mode", default="rq", choices=("rq", "atomic"))
+    ap.add_argument("--levels", type=int, default=2)
+    ap.add_argument("--codebook-size", type=int, default=16)
+    ap.add_argument("--positions", type=int, default=3, help="last transitions per training user")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--checkpoint-every", type=int, default=25)
+    ap.add_argument("--max-time", type=float, default=420.0, help="training seconds in this call")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-users", type=int, default=100)
+    ap.add_argument("--beam-users", type=int, default=30)
+    ap.add_argument("--narrative-cases", type=int, default=20, help="store conversations whose purchase reason is written")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="lumen_gen", help="results name (docs/results/NAME.json)")
+    ap.add_argument("--no-publish", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    r = run(args)
+    r["command"] = "lumenrec bench lumen_gen " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = to_markdown(r)
+    print(md)
+    if not args.no_publish:
+        title = "Generative LUMEN (issue 20): item tokens in the LLM's vocabulary"
+        publish(args.name, r, md, title + (", one token per item" if args.mode == "atomic" else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

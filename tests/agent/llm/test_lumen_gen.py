@@ -1,0 +1,267 @@
+"""Generative LUMEN (issue 20) on tiny catalogues with known answers, on a tiny random Llama (fast).
+
+SmolLM2 itself is exercised by `lumenrec bench lumen_gen`; here a 2-layer, 32-wide Llama with a
+byte-level tokenizer (tests/tiny_lm.py) keeps every test well under a second or two.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples  # noqa: E402
+from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig, LumenGenLoss, require_peft  # noqa: E402
+from lumenrec.agent.llm.lumen_gen.retriever import GenerativeLumenNarrator, GenerativeLumenRetriever  # noqa: E402
+from lumenrec.agent.llm.lumen_gen.semantic_ids import (PrefixTrie, SemanticIDConfig, assign_semantic_ids,  # noqa: E402
+                                                       kmeans, residual_kmeans)
+from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_lumen_gen, save_lumen_gen, train_lumen_gen  # noqa: E402
+from lumenrec.data import Catalog, Item  # noqa: E402
+from lumenrec.errors import CheckpointError, ConfigError, MissingExtraError  # noqa: E402
+from lumenrec.retriever.base import Query  # noqa: E402
+from tiny_lm import byte_tokenizer as _tokenizer, tiny_llama as _tiny_lm  # noqa: E402
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+def _clustered(n_clusters=4, per=5, dim=16, seed=0):
+    """Well-separated clusters: (vectors (n_clusters * per, dim), cluster label of each row)."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[:n_clusters] * 10.0
+    x = np.concatenate([c + rng.normal(scale=0.3, size=(per, dim)) for c in centres]).astype(np.float32)
+    return x, np.repeat(np.arange(n_clusters), per)
+
+
+def _model(sids, seed=0):
+    tok = _tokenizer()
+    return GenerativeLumen(LumenGenConfig(item_dim=sids.token_vectors.shape[1], lora_r=4), sids, _tiny_lm(len(tok), seed), tok)
+
+
+@pytest.fixture
+def sids():
+    x, _ = _clustered()
+    return assign_semantic_ids(x, SemanticIDConfig(levels=2, codebook_size=4, seed=0))
+
+
+# ---- semantic IDs --------------------------------------------------------------------------------
+def test_rq_first_level_recovers_the_clusters():
+    x, label = _clustered()
+    codes, books = residual_kmeans(x, levels=2, codebook_size=4, seed=0)
+    assert codes.shape == (20, 2) and len(books) == 2 and books[0].shape == (4, 16)
+    # items share a level-0 code exactly when they share a cluster
+    same_code = codes[:, 0][:, None] == codes[:, 0][None]
+    same_cluster = label[:, None] == label[None]
+    assert (same_code == same_cluster).all()
+
+
+def test_rq_is_deterministic_given_the_seed():
+    x, _ = _clustered(seed=3)
+    a = assign_semantic_ids(x, SemanticIDConfig(levels=3, codebook_size=3, seed=7))
+    b = assign_semantic_ids(x, SemanticIDConfig(levels=3, codebook_size=3, seed=7))
+    assert np.array_equal(a.codes, b.codes) and np.array_equal(a.token_vectors, b.token_vectors)
+
+
+def test_collisions_get_an_extra_code_in_catalogue_order():
+    v = np.array([[1, 0], [1, 0], [0, 1], [1, 0], [-1, 0]], dtype=np.float32)  # items 0, 1, 3 identical
+    s = assign_semantic_ids(v, SemanticIDConfig(levels=1, codebook_size=3))
+    assert s.collision_level and s.num_levels == 2 and s.level_sizes[-1] == 3
+    assert s.codes[[0, 1, 3], 1].tolist() == [0, 1, 2] and s.codes[[2, 4], 1].tolist() == [0, 0]
+    assert len({tuple(r) for r in s.codes.tolist()}) == 5
+    assert not s.token_vectors[-3:].any()  # collision tokens start from no vector
+
+
+def test_no_collision_level_when_codes_are_already_unique():
+    x, _ = _clustered(n_clusters=2, per=2)
+    s = assign_semantic_ids(x, SemanticIDConfig(levels=2, codebook_size=2))
+    assert not s.collision_level and s.num_levels == 2
+
+
+def test_atomic_mode_is_one_token_per_item():
+    x, _ = _clustered()
+    s = assign_semantic_ids(x, SemanticIDConfig(mode="atomic"))
+    assert s.codes[:, 0].tolist() == list(range(20)) and s.level_sizes == [20] and s.num_tokens == 20
+    assert s.token_names()[3] == "<item_3>"
+
+
+def test_kmeans_with_more_clusters_than_distinct_points():
+    x = np.array([[0.0, 1.0], [0.0, 1.0], [2.0, 0.0]])
+    cent, lab = kmeans(x, 5)
+    assert len(cent) == 2 and lab[0] == lab[1] != lab[2]
+
+
+def test_semantic_id_config_is_validated():
+    with pytest.raises(ConfigError, match="mode"):
+        SemanticIDConfig(mode="tiger")
+    with pytest.raises(ConfigError, match="codebook_size"):
+        SemanticIDConfig(codebook_size=1)
+
+
+def test_trie_matches_the_codes():
+    codes = np.array([[0, 1, 0], [0, 1, 1], [0, 2, 0], [2, 0, 0]])
+    t = PrefixTrie(codes, [3, 3, 2])
+    assert t.allowed(()).tolist() == [0, 2]
+    assert t.allowed((0,)).tolist() == [1, 2] and t.allowed((0, 1)).tolist() == [0, 1]
+    assert t.allowed((1,)).tolist() == [] and t.allowed((0, 1, 1)).tolist() == []
+    assert [t.item(r) for r in codes.tolist()] == [0, 1, 2, 3] and t.item((1, 0, 0)) is None
+    assert t.allowed_mask((0,)).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="share"):
+        PrefixTrie(np.array([[0, 1], [0, 1]]), [1, 2])
+
+
+# ---- the model -----------------------------------------------------------------------------------
+def test_full_catalogue_scores_are_a_distribution_over_the_catalogue(sids):
+    m = _model(sids)
+    s = m.score_items(m.prompt([1, 2, 3], "not the red one"))
+    assert s.shape == (20,) and np.isfinite(s).all()
+    assert np.exp(s).sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_constrained_beam_search_never_leaves_the_catalogue(sids):
+    m = _model(sids)
+    p = m.prompt([0, 5], None)
+    full = m.score_items(p)
+    got = m.beam_search(p, k=7, beam_width=3)
+    items = [i for i, _ in got]
+    assert len(items) == len(set(items)) == 7 and all(0 <= i < 20 for i in items)
+    # a beam's score is the item's full-catalogue log-probability
+    assert np.allclose([sc for _, sc in got], full[items], atol=1e-5)
+    # a beam as wide as the catalogue is exact: the top-k of the full scores
+    exact = m.beam_search(p, k=5, beam_width=20)
+    assert [i for i, _ in exact] == np.argsort(-full, kind="stable")[:5].tolist()
+
+
+def test_loss_refuses_a_target_outside_the_trie(sids):
+    loss = LumenGenLoss()
+    logits = torch.zeros(1, sids.num_tokens)
+    allowed = torch.zeros(1, sids.num_tokens, dtype=torch.bool)
+    allowed[0, 1] = True
+    value, parts = loss(logits, allowed, torch.tensor([1]))
+    assert float(value) == pytest.approx(0.0) and parts["item"] == pytest.approx(0.0)  # one allowed code: certain
+    with pytest.raises(ValueError, match="not allowed"):
+        loss(logits, allowed, torch.tensor([2]))
+
+
+def test_item_tokens_never_come_from_text(sids):
+    m = _model(sids)
+    ids = m.prompt([4], "<sid_0_1> <item_3> " + chr(0x2603))
+    assert sum(i >= m.vocab for i in ids) == sids.num_levels  # only the history item's codes
+
+
+def test_only_lora_projection_and_rows_train(sids):
+    m = _model(sids)
+    names = [n for n, p in m.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n or n.startswith("items.") for n in names)
+    assert any(n == "items.proj.weight" for n in names) and any(n == "items.delta" for n in names)
+
+
+# ---- training, checkpoints, retriever ------------------------------------------------------------
+def _cycle_examples(n=20, reps=1):
+    """item i is always followed by item (i + 1) % n: a pattern the model can learn."""
+    from lumenrec.agent.llm.lumen_gen.examples import GenExample
+
+    return [GenExample("item", f"u{i}", [i], (i + 1) % n) for i in range(n)] * reps
+
+
+def test_training_lowers_the_item_loss(sids, tmp_path):
+    ids = [f"i{j}" for j in range(20)]
+    cfg = LumenGenTrainConfig(steps=60, batch_size=8, lr=1e-2, lr_items=3e-2, warmup_steps=0, checkpoint_every=30,
+                              progress=False, seed=1, num_threads=1)
+    summary = train_lumen_gen(_model(sids), _cycle_examples(), ids, cfg, out=tmp_path / "run")
+    hist = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert summary["steps_total"] == 60 and len(hist) == 60 and summary["peak_rss_mb"] > 0
+    assert np.mean([h["item"] for h in hist[-10:]]) < 0.8 * np.mean([h["item"] for h in hist[:10]])
+
+
+def test_a_run_cut_in_two_trains_like_one_run(sids, tmp_path):
+    ids = [f"i{j}" for j in range(20)]
+    ex = _cycle_examples()
+    cfg = dict(batch_size=8, lr=1e-2, lr_items=3e-2, warmup_steps=3, checkpoint_every=4, progress=False, seed=1,
+               num_threads=1)
+    one = _model(sids)
+    train_lumen_gen(one, ex, ids, LumenGenTrainConfig(steps=20, **cfg), out=tmp_path / "one")
+    train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(steps=10, **cfg), out=tmp_path / "two")
+    again = _model(sids)
+    s2 = train_lumen_gen(again, ex, ids, LumenGenTrainConfig(steps=20, **cfg), out=tmp_path / "two")
+    assert s2["resumed_from"] == 10 and s2["steps_this_run"] == 10
+    a, b = one.trainable_state(), again.trainable_state()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # other examples in the same directory: refused, never silently mixed
+    with pytest.raises(CheckpointError, match="other examples"):
+        train_lumen_gen(_model(sids), ex[:10], ids, LumenGenTrainConfig(steps=30, **cfg), out=tmp_path / "two")
+
+
+def test_checkpoint_round_trip(sids, tmp_path):
+    ids = [f"i{j}" for j in range(20)]
+    m = _model(sids)
+    with torch.no_grad():  # make the trainable weights non-trivial
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    p = m.prompt([3, 4], "bigger pack")
+    before = m.score_items(p)
+    d = save_lumen_gen(tmp_path / "ckpt", m, ids)
+    assert {"config.json", "item_ids.json", "model.safetensors", "checksums.json"} <= {f.name for f in d.iterdir()}
+    tok = _tokenizer()
+    back, back_ids, cfg = load_lumen_gen(d, backbone=(_tiny_lm(len(tok)), tok))
+    assert back_ids == ids and cfg["kind"] == "lumen_gen"
+    assert np.array_equal(back.sids.codes, sids.codes)
+    assert np.allclose(back.score_items(p), before, atol=1e-6)
+    (d / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_lumen_gen(d, backbone=(_tiny_lm(len(tok)), tok))
+
+
+def test_retriever_returns_catalogue_ids_without_history(sids):
+    cat = Catalog([Item(f"i{j}", f"item {j}") for j in range(20)])
+    r = GenerativeLumenRetriever(_model(sids), cat)
+    ids, scores = r.retrieve(Query(history=["i1", "i2"], text="something else"), k=5)
+    assert len(ids) == 5 and not {"i1", "i2"} & set(ids) and all(i in cat for i in ids)
+    assert list(scores) == sorted(scores, reverse=True)
+    gen, _ = r.generate(Query(history=["i1"], exclude_ids=["i0"]), k=4)
+    assert len(gen) == 4 and not {"i1", "i0"} & set(gen)
+    with pytest.raises(CheckpointError):
+        GenerativeLumenRetriever(_model(sids), Catalog([Item("a", "x")]))
+
+
+def test_it_plugs_into_the_agent(sids):
+    """The retriever and narrator inside the real Recommender: a chat turn shows catalogue items."""
+    from lumenrec.agent.narrative import OfflineNarrator
+    from lumenrec.agent.recommender import Recommender
+
+    cat = Catalog([Item(f"i{j}", f"{'Blue' if j % 2 else 'Black'} gel pen model {j}", "Pilot" if j < 10 else "Bic",
+                        ["Office", "Writing", "Pens"]) for j in range(20)])
+    m = _model(sids)
+    narrator = GenerativeLumenNarrator(m, cat, fallback=OfflineNarrator())
+    rec = Recommender(cat, GenerativeLumenRetriever(m, cat), narrator=narrator)
+    reply = rec.chat("s1", "I need gel pens")
+    assert reply.items and all(it["id"] in cat for it in reply.items)
+    assert isinstance(narrator.narrate("purchase_reason", cat[3], [cat[1]]), str)
+    assert narrator.narrate("user_summary", None, [cat[1]])  # the fallback writes what the model was not trained for
+    with pytest.raises(Exception, match="fallback"):
+        GenerativeLumenNarrator(m, cat).narrate("user_summary", None, [cat[1]])
+
+
+# ---- examples ------------------------------------------------------------------------------------
+def test_examples_come_from_training_users_only(tiny_catalog):
+    seqs = [np.array([0, 1, 2, 3]), np.array([4, 5, 0]), np.array([2, 3])]
+    ex = build_examples(seqs, ["u1", "dev-user", "u3"], tiny_catalog,
+                        ExampleConfig(positions_per_user=2, narrative_fraction=1.0), exclude_users={"dev-user"})
+    assert ex and {e.user_id for e in ex} == {"u1", "u3"}
+    items = [e for e in ex if e.task == "item"]
+    assert {(tuple(e.history), e.target) for e in items} == {((0, 1), 2), ((0, 1, 2), 3), ((2,), 3)}
+    assert any(e.critique for e in items) and any(e.critique is None for e in items)
+    narr = [e for e in ex if e.task == "narrative"]
+    assert narr and all(e.narrator == "offline" and e.narrative for e in narr)
+    again = build_examples(seqs, ["u1", "dev-user", "u3"], tiny_catalog,
+                           ExampleConfig(positions_per_user=2, narrative_fraction=1.0), exclude_users={"dev-user"})
+    assert [(e.critique, e.narrative) for e in again] == [(e.critique, e.narrative) for e in ex]
+
+
+def test_missing_peft_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(MissingExtraError, match=r"lumenrec\[lumen-gen\]"):
+        require_peft()

@@ -1,0 +1,42 @@
+"""`lumenrec bench lumen_gen` runs end to end (train, resume, evaluate, publish) on a tiny backbone and store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("peft")
+
+from tiny_lm import save_tiny_backbone  # noqa: E402
+
+
+def test_bench_lumen_gen_end_to_end(tmp_path, monkeypatch):
+    from lumenrec.eval.bench import lumen_gen
+
+    monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
+    backbone = save_tiny_backbone(tmp_path / "tiny")
+    args = ["--data", "synthetic:num_items=150,num_users=150,num_conversations=5,max_seq_len=20", "--backbone", str(backbone),
+            "--out", str(tmp_path / "run"), "--steps", "4", "--checkpoint-every", "2", "--threads", "1",
+            "--eval-users", "8", "--beam-users", "3", "--levels", "2", "--codebook-size", "4"]
+    assert lumen_gen.main(args) == 0
+    r = json.loads((tmp_path / "docs" / "results" / "lumen_gen.json").read_text())
+    assert r["train"]["steps_total"] == 4 and r["short_run"] and r["items"] == 150
+    assert r["examples"]["narrators"] == ["offline"] and r["conversation_users_excluded"] == 5
+    beam = r["eval"]["beam_top10"]
+    assert beam["items_returned"] == 30 and beam["valid_catalogue_items"] == 30
+    m = r["eval"]["metrics"]
+    assert {"popularity", "markov", "lumen_gen (history only)"} <= set(m) and m["popularity"]["n"] == 8
+    nv = r["eval"]["narratives"]
+    assert nv["cases"] == 5 and set(nv["rougeL"]) == {"lumen_gen", "offline narrator"}
+    assert all(0.0 <= v <= 1.0 for v in nv["rougeL"].values())
+    md = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "<!-- bench:lumen-gen -->" in md and "SHORT RUN" in md and r["command"] in md
+    # a second call with more steps resumes the checkpoint instead of starting over
+    more = list(args)
+    more[more.index("--steps") + 1] = "6"
+    assert lumen_gen.main(more + ["--no-publish"]) == 0
+    state = json.loads((tmp_path / "run" / "model" / "resume.json").read_text())
+    assert state["step"] == 6
+    metrics = json.loads((tmp_path / "run" / "model" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 6 and metrics["train_wall_s_total"] > 0

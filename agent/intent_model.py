@@ -29,7 +29,7 @@ from lumenrec.errors import ConfigError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IntentModel", "train", "WEIGHTS", "TRAINING_FILES"]
+__all__ = ["IntentModel", "train", "read_rows", "rows_digest", "WEIGHTS", "TRAINING_FILES"]
 
 DATA = Path(__file__).resolve().parent / "data"
 WEIGHTS = DATA / "intent_model.safetensors"
@@ -73,16 +73,15 @@ class IntentModel:
         key = str(Path(path).resolve())
         with _LOCK:
             if key not in _LOADED:
-                from safetensors.numpy import load_file
                 from safetensors import safe_open
 
                 p = Path(path)
                 if not p.is_file():
                     raise ConfigError("intent_model", str(p), "no such file; train it with `python -m lumenrec.agent.intent_model`")
-                t = load_file(str(p))
                 with safe_open(str(p), framework="numpy") as f:
                     meta = json.loads((f.metadata() or {}).get("lumenrec", "{}"))
-                _LOADED[key] = cls(t["weights"], t["bias"], meta["classes"], meta)
+                    weights, bias = f.get_tensor("weights"), f.get_tensor("bias")
+                _LOADED[key] = cls(weights, bias, meta["classes"], meta)
             return _LOADED[key]
 
     @property
@@ -125,6 +124,11 @@ def read_rows(paths: Sequence[str | Path]) -> list[dict[str, str]]:
     return rows
 
 
+def rows_digest(rows: Sequence[dict[str, str]]) -> str:
+    """A short sha256 of labelled rows (what the shipped weights record, so a stale file is caught)."""
+    return hashlib.sha256("\n".join(f"{r['intent']}\t{r['text']}" for r in rows).encode("utf-8")).hexdigest()[:16]
+
+
 def train(rows: Sequence[dict[str, str]], c: float = C, encoder: Any = None) -> IntentModel:
     """Fit the softmax on `rows` (multinomial logistic regression, balanced classes)."""
     try:
@@ -138,8 +142,7 @@ def train(rows: Sequence[dict[str, str]], c: float = C, encoder: Any = None) -> 
     texts = [r["text"] for r in rows]
     X = encoder.encode(texts)  # (n, d)
     clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced").fit(X, [r["intent"] for r in rows])
-    digest = hashlib.sha256("\n".join(f"{r['intent']}\t{r['text']}" for r in rows).encode("utf-8")).hexdigest()[:16]
-    meta = {"c": c, "rows": len(rows), "rows_sha256": digest, "encoder": getattr(encoder, "model_version", "")}
+    meta = {"c": c, "rows": len(rows), "rows_sha256": rows_digest(rows), "encoder": getattr(encoder, "model_version", "")}
     w, b = clf.coef_, clf.intercept_  # (K, d), (K,); two classes: one row, the second class's logit
     if len(clf.classes_) == 2:
         w, b = np.vstack([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])  # softmax of (-z/2, z/2) = sigmoid(z)

@@ -43,12 +43,9 @@ def test_shape_mismatch_and_missing_file_are_clear_errors(tmp_path):
 
 def test_shipped_model_matches_its_training_files():
     """Editing a training file without retraining fails here (python -m lumenrec.agent.intent_model)."""
-    import hashlib
-
     m = im.IntentModel.load()
     rows = im.read_rows([im._REPO / f for f in im.TRAINING_FILES])
-    digest = hashlib.sha256("\n".join(f"{r['intent']}\t{r['text']}" for r in rows).encode("utf-8")).hexdigest()[:16]
-    assert m.meta["rows_sha256"] == digest and m.meta["rows"] == len(rows)
+    assert m.meta["rows_sha256"] == im.rows_digest(rows) and m.meta["rows"] == len(rows)
     assert "openings_holdout4" not in " ".join(im.TRAINING_FILES)  # the set measured once stays out
     assert set(m.classes) == {i.value for i in Intent}
 

@@ -317,9 +317,11 @@ class Recommender:
 
         t0 = time.perf_counter()
         self.parser.parse("a few office supplies, not too pricey")
-        for router in {id(r): r for r in (self.router, getattr(self, "offline_router", None)) if r is not None}.values():
-            if hasattr(router, "warmup") and hasattr(router, "intent_model"):
-                router.warmup()  # the offline router's intent model and its text encoder
+        # the offline routers' intent model and its text encoder (a hybrid router's rules are its .offline;
+        # its own warmup() loads the LLM and is not called here)
+        for router in {self.offline_router, getattr(self.router, "offline", self.router)}:
+            if isinstance(router, OfflineRouter):
+                router.warmup()
         ids, _ = self.retriever.retrieve(Query(text="office supplies"), k=1)
         if ids:
             self._narrate("endorsement", self.catalog.get(ids[0]), [], Session(session_id="warmup"), None)

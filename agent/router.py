@@ -321,14 +321,16 @@ class OfflineRouter:
         if self.config.backend != "learned" and self.config.fallback == "model":
             self.intent_model.scores("warm up")
 
-    def _route_by_model(self, body: str, crit: Critique | None, ref: int | None, shown: list[str]) -> RouteDecision:
+    def _route_by_model(self, body: str, crit: Critique | None, ref: int | None, shown: list[str],
+                        nouns: list[str]) -> RouteDecision:
         """The intent model's call on a message the rules left open: another intent only when it is
-        sure (``fallback_min_probability``), else recommend (an indirect need must reach the retriever)."""
+        sure (``fallback_min_probability``), else recommend (an indirect need must reach the retriever).
+        `nouns`: the product nouns the message names."""
         probs = self.intent_model.scores(body)
         if not shown and ref is None:  # nothing to explain yet
             probs.pop(Intent.EXPLAIN.value, None)
         best = max(probs, key=probs.get)
-        if best in (Intent.SMALLTALK.value, Intent.CLARIFY.value) and self.product_nouns(body):
+        if best in (Intent.SMALLTALK.value, Intent.CLARIFY.value) and nouns:
             # a shopper describing themselves with a product in it ("I'm a label-everything person") is
             # shopping: a product named is never smalltalk or too vague
             return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, f"names a product (intent model: {best} {probs[best]:.2f})")
@@ -411,7 +413,7 @@ class OfflineRouter:
         if self.config.fallback == "model" and not shown:
             # the model learnt first messages; in a conversation a short follow-up ("a different brand")
             # is about what was shown, and the prototypes below decide as before
-            return self._route_by_model(body, crit, ref, shown)
+            return self._route_by_model(body, crit, ref, shown, nouns)
         # content words are present, so the classifier may not call the message vague (clarify);
         # a leading greeting is not what the message is about ("Hi there. My kids need ...")
         scores = {k: v for k, v in self.classifier.scores(body).items() if k != Intent.CLARIFY.value}
@@ -462,10 +464,9 @@ class ProductNouns:
     def __init__(self, parser: CritiqueParser | None) -> None:
         words = {w for w in SHOPPING_NOUNS if w not in VAGUE_WORDS and w not in _NOT_PRODUCT_HEADS}
         self.known: set[str] = set(parser.known_words) if parser is not None else set()
-        if parser is not None:
-            for it in parser.catalog:
-                for part in _flatten(getattr(it, "categories", None) or getattr(it, "category", "")):
-                    words.update(w for w in _WORD.findall(part.lower()) if len(w) > 2)
+        if parser is not None:  # every category name of the catalogue, at every level
+            for name in parser.cat_paths:
+                words.update(w for w in _WORD.findall(name.lower()) if len(w) > 2)
         words -= _NOT_PRODUCT_HEADS | VAGUE_WORDS | _STOP
         self.forms = {v for w in words for v in _variants(w) if len(v) > 2}
         self.typos: dict[str, str] = {}
@@ -488,15 +489,6 @@ class ProductNouns:
             if hit is not None:
                 found.append(hit)
         return found
-
-
-def _flatten(x: Any) -> list[str]:
-    if isinstance(x, str):
-        return [x]
-    out: list[str] = []
-    for y in x or ():
-        out += _flatten(y)
-    return out
 
 
 def _decide_learned(router: "OfflineRouter", text: str, crit: Critique | None, ref: int | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import lru_cache
 from typing import Any
 
 from lumenrec.agent.critique import COLOUR_ALIASES, COLOURS
@@ -63,9 +64,15 @@ def item_pack(item: Item) -> int | None:
     return None
 
 
-def colours_violate(colours: frozenset[str], avoided: set[str]) -> bool:
-    """True when every colour of an item is avoided (an item of unknown colour never violates)."""
-    return bool(colours) and colours <= {_norm_colour(a.strip()) for a in avoided}
+def colours_violate(colours: frozenset[str], avoided: set[str] | frozenset[str]) -> bool:
+    """True when every colour of an item is avoided (an item of unknown colour never violates).
+    Called once per catalogue item: pass a frozenset, and its normalised form is computed once."""
+    return bool(colours) and colours <= _normalised(avoided if isinstance(avoided, frozenset) else frozenset(avoided))
+
+
+@lru_cache(maxsize=256)
+def _normalised(avoided: frozenset[str]) -> frozenset[str]:
+    return frozenset(_norm_colour(a.strip()) for a in avoided)
 
 
 def preference_score(item: Item, facts: dict[str, Any], wanted: dict[str, str], categories: set[str]) -> int:

@@ -141,7 +141,7 @@ class Constraints:
         exc_b = {normalize_brand(b) for b in self.exclude_brands}
         inc_c, exc_c = set(self.include_categories), set(self.exclude_categories)
         brands = _item_brand_keys(catalog) if (inc_b or exc_b) else None
-        avoid_col = {x for x in self.avoid_attributes.get("colour", "").split(",") if x}
+        avoid_col = frozenset(x for x in self.avoid_attributes.get("colour", "").split(",") if x)
         facts = None
         if avoid_col:
             from lumenrec.agent.facts import catalogue_facts, colours_violate

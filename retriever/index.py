@@ -231,6 +231,9 @@ def _write_batch(collection: Any, ids: list[str], vectors: np.ndarray, metadatas
     collection.upsert(ids=ids, embeddings=vectors, metadatas=metadatas, documents=documents)
 
 
+_UUID_RX = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _slug(s: str, n: int = 24) -> str:
     out = re.sub(r"[^a-zA-Z0-9]+", "-", s).strip("-").lower()
     return (out[:n].strip("-") or "model")
@@ -371,8 +374,45 @@ class ItemIndex:
                 self.client.delete_collection(old["collection"])
             except Exception as e:
                 log.warning("could not delete the previous collection %s: %s", old["collection"], e)
+            self._remove_orphan_segments()
         self.refresh()
         return self.info()
+
+    def _remove_orphan_segments(self) -> list[str]:
+        """Delete the vector-segment folders no collection uses any more (embedded store only).
+
+        Chroma's delete_collection drops a collection from its database but leaves its HNSW folder on
+        disk (chroma-core/chroma#5259: file removal is left to a garbage collector the embedded client
+        does not run), so every rebuild kept the previous index's vectors: 336 MB at 1e5 items. A folder
+        is removed only when its name is a segment id and the database lists no such segment.
+        Returns the removed folder names.
+        """
+        if self.config.backend != "persistent":
+            return []
+        import shutil
+        import sqlite3
+
+        root = Path(self.config.path)
+        db = root / "chroma.sqlite3"
+        if not db.is_file():
+            return []
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                live = {str(r[0]) for r in con.execute("SELECT id FROM segments")}
+            finally:
+                con.close()
+        except sqlite3.Error as e:  # another Chroma layout: leave the files alone
+            log.warning("could not read the segment list of %s (%s); no folders removed", db, e)
+            return []
+        removed = []
+        for d in root.iterdir():
+            if d.is_dir() and _UUID_RX.fullmatch(d.name) and d.name not in live:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+        if removed:
+            log.info("removed %d folder(s) of deleted collections from %s", len(removed), root)
+        return removed
 
     # -- incremental updates ---------------------------------------------------------------------
     def upsert(self, items: Sequence[Item] | Catalog, vectors: np.ndarray, *, model_version: str | None = None) -> None:

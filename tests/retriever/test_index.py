@@ -303,3 +303,22 @@ def test_index_config_validation(tmp_path):
         IndexConfig(path=str(tmp_path), distance="l2")
     with pytest.raises(ConfigError, match="collection_prefix"):
         IndexConfig(path=str(tmp_path), collection_prefix="bad name!")
+
+
+def test_rebuild_frees_the_old_collections_disk(tmp_path):
+    """Chroma leaves a deleted collection's HNSW folder on disk (chroma-core/chroma#5259); a rebuild removes it."""
+    from lumenrec.data import Catalog, Item
+
+    cat = Catalog([Item(str(i), f"item {i}", "b", ["c"]) for i in range(1500)])  # > Chroma's sync threshold of 1000
+    rng = np.random.default_rng(0)
+    ix = ItemIndex(IndexConfig(path=str(tmp_path / "idx")))
+
+    def segment_dirs():
+        return sorted(d.name for d in (tmp_path / "idx").iterdir() if d.is_dir() and (d / "data_level0.bin").exists())
+
+    ix.build(cat, rng.normal(size=(len(cat), 8)).astype(np.float32), "v1", progress=False)
+    first = segment_dirs()  # the alias collection's and v1's
+    ix.build(cat, rng.normal(size=(len(cat), 8)).astype(np.float32), "v2", progress=False)
+    second = segment_dirs()
+    assert len(second) == len(first) == 2 and len(set(first) & set(second)) == 1  # v1's folder went, v2's came
+    assert ix.query(rng.normal(size=8).astype(np.float32), 3)[0]  # and it serves

@@ -420,39 +420,40 @@ class LumenRetriever(BaseRetriever):
         X = self.item_matrix.numpy()
         return np.ascontiguousarray(np.concatenate([X[:, b["V"]], X[:, b["T"]], X[:, b["E"]], X[:, b["P"]]], axis=1))
 
-    def query_parts(self, histories: list[np.ndarray], texts: list[str | None]) -> tuple[np.ndarray, list[dict[int, float]]]:
-        """(dense query vectors (B, D'), per-query sparse boosts {catalogue index: score}) for an index.
+    def query_parts(self, histories: list[np.ndarray], texts: list[str | None]
+                    ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """(dense query vectors (B, D'), per query the sparse boosts as (catalogue indices, scores)) for an index.
 
         Boosts are the brand terms (items of a wanted/negated/previous brand) and the co-occurrence
         term (items that followed the last history items in training), without their per-query
-        centring constant. See :meth:`dense_item_vectors`.
+        centring constant; indices are sorted and unique. See :meth:`dense_item_vectors`.
         """
         Q = self.query_vectors(histories, texts)  # (B, D)
         b = self._blocks()
         text_part = Q[:, b["T"]] + (Q[:, b["F"]] if "F" in b else 0.0)  # both blocks match the item text Tc
         dense = np.concatenate([Q[:, b["V"]], text_part, Q[:, b["E"]], Q[:, b["P"]]], axis=1).astype(np.float32)  # (B, D')
         brand_w = Q[:, b["B0"]] + Q[:, b["B1"]] + Q[:, b["B2"]] + Q[:, b["B3"]]  # (B, nb): every brand block is Bm
-        boosts: list[dict[int, float]] = []
+        boosts: list[tuple[np.ndarray, np.ndarray]] = []
         for i in range(len(Q)):
-            out: dict[int, float] = {}
-            for br in np.flatnonzero(brand_w[i]):
-                for j in self._items_of_brand(int(br)):
-                    out[j] = out.get(j, 0.0) + float(brand_w[i, br])
+            # item_brand is -1 for items without a brand: the appended 0 is their weight
+            out = np.append(brand_w[i], 0.0).astype(np.float64)[self.item_brand]  # (N,)
             if self.M.shape[0] > 1:
                 r = Q[i, b["M"]]  # (N,): decayed one-hots of the last items times the cooc weight
                 for a in np.flatnonzero(r):
-                    row = self.M[a]
-                    for j in np.flatnonzero(row):
-                        out[int(j)] = out.get(int(j), 0.0) + float(r[a] * row[j])
-            boosts.append(out)
+                    out += float(r[a]) * self.M[a]  # (N,)
+            idx = np.flatnonzero(out)
+            boosts.append((idx, out[idx]))
         return dense, boosts
 
-    def _items_of_brand(self, brand: int) -> np.ndarray:
-        if not hasattr(self, "_brand_items"):
-            order = np.argsort(self.item_brand, kind="stable")
-            keys = self.item_brand[order]
-            self._brand_items = {int(k): order[keys == k] for k in np.unique(keys) if k >= 0}
-        return self._brand_items.get(brand, np.zeros(0, dtype=np.int64))
+    def dense_scores(self, y: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """``dense_item_vectors()[indices] @ y`` without materialising the (N, D') matrix: (len(indices),)."""
+        b = self._blocks()
+        end = b["E"].stop  # V, T, E are the first columns of item_matrix, in this order
+        assert b["V"].start == 0 and b["T"].start == b["V"].stop and b["E"].start == b["T"].stop
+        X = self.item_matrix.numpy()
+        idx = np.asarray(indices, dtype=np.int64)
+        y = np.asarray(y, dtype=np.float32)
+        return (X[idx, :end] @ y[:end]).astype(np.float64) + X[idx, b["P"].start].astype(np.float64) * float(y[end])  # (n,)
 
     def model_version(self) -> str:
         """A short id of these weights and item matrices (what the item index records and checks):

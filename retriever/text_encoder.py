@@ -268,7 +268,14 @@ class TextEncoder:
         return np.concatenate(out)
 
     def onnx_path(self) -> Path:
-        """Where this model's exported graph is cached (keyed by model file identity and opset)."""
+        """Where this model's exported graph is cached (keyed by model file identity and opset; worked
+        out once per encoder: a query pays no file-system calls for it)."""
+        cached = getattr(self, "_onnx_path", None)
+        if cached is None:
+            cached = self._onnx_path = self._find_onnx_path()
+        return cached
+
+    def _find_onnx_path(self) -> Path:
         st = (self.model_path / "model.safetensors").stat()
         h = hashlib.sha256(f"{self.model_path.resolve()}\n{st.st_size}\n{st.st_mtime_ns}\n{_ONNX_OPSET}".encode())
         root = Path(self.config.cache_dir) if self.config.cache_dir else _default_cache_root()

@@ -72,8 +72,9 @@ def test_dense_plus_boosts_equals_the_full_score_up_to_a_constant(world):
         full = lum.score_indices(h, [text])[0]  # (N,)
         dense, boosts = lum.query_parts(h, [text])
         split = X @ dense[0]
-        for j, b in boosts[0].items():
-            split[j] += b
+        idx, val = boosts[0]
+        assert np.array_equal(idx, np.unique(idx))
+        split[idx] += val
         diff = full - split
         assert np.allclose(diff, diff[0], atol=1e-4), (text, float(np.ptp(diff)))
 
@@ -134,12 +135,34 @@ def test_augmented_vectors_rank_by_inner_product(world):
     from lumenrec.retriever.lumen_index import augmented_items
 
     cat, lum = world
-    A, R = augmented_items(lum)
+    A, R, s = augmented_items(lum)
     X = lum.dense_item_vectors()
     assert np.allclose(np.linalg.norm(A, axis=1), R, rtol=1e-5)
+    assert s >= 1.0 and np.allclose(A[:, -2] * s, X[:, -1], atol=1e-5)  # the popularity column, divided by s
     y = np.random.default_rng(3).normal(size=X.shape[1]).astype(np.float32)
-    cos = A @ np.append(y, 0.0) / (R * np.linalg.norm(y))
+    yq = y.copy()
+    yq[-1] *= s
+    cos = A @ np.append(yq, 0.0) / (R * np.linalg.norm(yq))
     assert np.array_equal(np.argsort(-cos)[:10], np.argsort(-(X @ y))[:10])
+    assert np.allclose(cos * R * np.linalg.norm(yq), X @ y, atol=1e-4)  # every dot product, not only the ranking
+
+
+def test_a_large_popularity_column_is_scaled_down(world):
+    """An item whose popularity coordinate is far above the other blocks' norms sets R unless scaled."""
+    from lumenrec.retriever.lumen_index import augmented_items, index_layout
+
+    cat, lum = world
+    col = lum._blocks()["P"].start
+    saved = lum.item_matrix[:, col].clone()
+    try:
+        lum.item_matrix[0, col] = 50.0
+        R, s = index_layout(lum)
+        A, R2, s2 = augmented_items(lum)
+        assert s > 10 and (R, s) == (R2, s2)
+        rest = np.linalg.norm(lum.dense_item_vectors()[:, :-1], axis=1).max()
+        assert R < 1.01 * np.sqrt(2) * rest  # R comes from the content blocks, not from the one popular item
+    finally:
+        lum.item_matrix[:, col] = saved
 
 
 def test_exactness_check_fetches_deeper_when_boosts_reorder_the_top(indexed, monkeypatch):
@@ -150,7 +173,8 @@ def test_exactness_check_fetches_deeper_when_boosts_reorder_the_top(indexed, mon
     dense_order = np.argsort(-(X @ y), kind="stable")
     boosts = {int(j): -1e3 for j in dense_order[:5]}  # the five best dense items are pushed to the bottom
     boosts[int(dense_order[-1])] = 1e3  # and the worst dense item to the top
-    monkeypatch.setattr(lum, "query_parts", lambda h, t: (y[None, :], [boosts]))
+    sparse = (np.array(sorted(boosts)), np.array([boosts[j] for j in sorted(boosts)]))
+    monkeypatch.setattr(lum, "query_parts", lambda h, t: (y[None, :], [sparse]))
     truth = X @ y
     for j, b in boosts.items():
         truth[j] += b
@@ -163,7 +187,9 @@ def test_an_unreachable_index_is_one_clear_error(world):
     from netutil import free_port
 
     cat, lum = world
-    ix = IndexedLumenRetriever(lum, ItemIndex(IndexConfig(backend="http", port=free_port(), distance="cosine")))
+    # selective_max=10: the ANN path (a filter leaving few items is scored in memory, without the index)
+    ix = IndexedLumenRetriever(lum, ItemIndex(IndexConfig(backend="http", port=free_port(), distance="cosine")),
+                               selective_max=10)
     with pytest.raises(ItemIndexError, match="unreachable|Could not connect|connect"):
         ix.retrieve(Query(history=["1"], text="want 3"), k=5)
     assert ix.describe()["collection"].startswith("unavailable")

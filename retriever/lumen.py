@@ -298,7 +298,9 @@ class LumenRetriever(BaseRetriever):
             return np.zeros((len(histories), 1), dtype=np.float32)
         from lumenrec.retriever.sasrec import pad_histories
 
-        model = self.seq.model.eval()
+        model = self.seq.model
+        if model.training:  # eval() walks every submodule: only when needed (a query pays for it otherwise)
+            model.eval()
         out = []
         with torch.no_grad():
             for s in range(0, len(histories), 512):
@@ -383,7 +385,8 @@ class LumenRetriever(BaseRetriever):
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
     def query_vectors(self, histories: list[np.ndarray], texts: list[str | None]) -> np.ndarray:
-        self.tower.eval()
+        if self.tower.training:
+            self.tower.eval()
         return self.tower(**self.features(histories, texts)).numpy()  # (B, D)
 
     @torch.no_grad()

@@ -155,7 +155,13 @@ class IndexedLumenRetriever(BaseRetriever):
         with self.index.reporting_failures():
             while True:
                 rounds += 1
-                got_ids, got_cos = self.index.query(y, fetch, model_version=self.model_version)
+                try:
+                    got_ids, got_cos = self.index.query(y, fetch, model_version=self.model_version)
+                except ItemIndexError as e:
+                    if "refusing vectors" in str(e):
+                        raise ItemIndexError(f"{e} A directory made by `lumenrec build`: run the same build "
+                                             "command again; it rebuilds only the index.") from e
+                    raise
                 tau = float(got_cos[-1]) * scale if len(got_ids) >= fetch else -np.inf
                 got = np.asarray(cat.indices_of(list(got_ids)), dtype=np.int64)
                 cand = got[allowed[got]]

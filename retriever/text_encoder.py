@@ -134,7 +134,12 @@ class TextEncoder:
     # -- model -----------------------------------------------------------------------------------
     @property
     def model_path(self) -> Path:
-        return Path(self.config.model_path) if self.config.model_path else default_model_path()
+        if self.config.model_path:
+            return Path(self.config.model_path)
+        cached = getattr(self, "_default_path", None)
+        if cached is None:  # the package lookup and its file checks, once per encoder (not once per query)
+            cached = self._default_path = default_model_path()
+        return cached
 
     @property
     def model_version(self) -> str:

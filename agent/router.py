@@ -375,8 +375,11 @@ class OfflineRouter:
         text = " ".join(message.split())
         shown: list[str] = list(getattr(session, "last_shown", None) or [])
         rules = self._route_rules(text, shown)
+        # "why that one?" before anything is shown: the agent says so (the model never answers explain
+        # for a first message, so the rules' call stands when the message points back at an item)
+        points_back = rules.intent is Intent.EXPLAIN and bool(_REFERS.search(text))
         if (self.config.fallback == "model" and self.config.backend != "learned" and not shown
-                and rules.reason not in PRECISE_OPENING_RULES):
+                and rules.reason not in PRECISE_OPENING_RULES and not points_back):
             return self._route_by_model(text, rules)
         return rules
 

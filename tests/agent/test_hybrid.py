@@ -54,9 +54,31 @@ def test_injection_is_refused_by_the_rules_alone(tiny_catalog, shown_session):
     assert d.intent == Intent.INJECTION and llm.calls == []
 
 
+class _UnsureModel:
+    """The offline router's intent model, unsure of a first message (recommend `p`)."""
+
+    def __init__(self, p=0.55):
+        self.p = p
+
+    def scores(self, text):
+        rest = (1.0 - self.p) / 3
+        return {"recommend": self.p, "smalltalk": rest, "clarify": rest, "explain": 0.0, "injection": 0.0,
+                "out_of_scope": rest, "summarize_user": 0.0}
+
+
+@pytest.fixture
+def unsure(monkeypatch):
+    """Every offline router's intent model is unsure (recommend 0.55): a first message is low confidence."""
+    from lumenrec.agent.router import OfflineRouter
+
+    monkeypatch.setattr(OfflineRouter, "intent_model", property(lambda self: _UnsureModel()))
+
+
 def test_low_confidence_goes_to_one_forced_call(tiny_catalog):
     llm = ScriptedToolLLM(("recommend", {"request": "cable organizer", "include_brands": [], "exclude_brands": []}))
-    d = _router(tiny_catalog, llm).route("something to keep my cables tidy", Session())
+    router = _router(tiny_catalog, llm)
+    router.offline._intent_model = _UnsureModel()  # the offline decision's confidence is the model's probability
+    d = router.route("something to keep my cables tidy", Session())
     assert len(llm.calls) == 1 and llm.calls[0][2] == "required" and llm.calls[0][1] is ROUTE_TOOLS
     assert d.intent == Intent.RECOMMEND and d.trace_details["path"] == "llm"
     assert d.trace_details["why_llm"].startswith("low confidence") and d.trace_details["rules_intent"] == "recommend"
@@ -69,8 +91,10 @@ def test_unresolved_references_and_item_questions_go_to_the_llm(tiny_catalog, sh
     llm = ScriptedToolLLM(("explain_item", {"item": 2}))
     d = _router(tiny_catalog, llm).route(msg, shown_session)
     assert why in d.trace_details["why_llm"] and d.intent == Intent.EXPLAIN and d.target_item_ref == 1
-    # without shown items there is nothing to refer to: the rules decide
-    assert _router(tiny_catalog, ScriptedToolLLM()).route(msg, Session()).trace_details["path"] == "rules"
+    # without shown items there is nothing to refer to: the offline router decides when it is sure
+    sure = _router(tiny_catalog, ScriptedToolLLM())
+    sure.offline._intent_model = _UnsureModel(0.95)
+    assert sure.route(msg, Session()).trace_details["path"] == "rules"
 
 
 def test_recommend_arguments_are_checked_against_catalogue_and_message(tiny_catalog, shown_session):
@@ -100,7 +124,7 @@ def test_unknown_tool_and_bad_arguments_are_llm_errors(tiny_catalog):
         decision_from_call("recommend", ["not", "a", "dict"], "x", None, [])
 
 
-def test_llm_failure_keeps_the_rules_decision(tiny_catalog):
+def test_llm_failure_keeps_the_rules_decision(tiny_catalog, unsure):
     llm = ScriptedToolLLM(fail=LLMError("model crashed"))
     router = _router(tiny_catalog, llm)
     d = router.route("something to keep my cables tidy", Session())
@@ -153,7 +177,7 @@ def test_llm_flags_on_chat_serve_demo():
     assert p.parse_args(["demo", "--llm", "local"]).llm == "local"
 
 
-def test_demo_switch_local_uses_the_hybrid_agent(tiny_catalog, monkeypatch):
+def test_demo_switch_local_uses_the_hybrid_agent(tiny_catalog, monkeypatch, unsure):
     import lumenrec.agent.hybrid as hybrid
     from lumenrec.agent.recommender import Recommender
     from lumenrec.agent.serving.demo_app import DemoBackend

@@ -29,7 +29,7 @@ from lumenrec.agent.grounding import (BrandVocabulary, Facts, GroundingChecker, 
 from lumenrec.data.types import NARRATIVE_KINDS, Catalog, Conversation, Item
 from lumenrec.errors import LLMError, ToolInputError
 
-__all__ = ["PROMPT_VERSION", "PROMPT_VERSIONS", "NarrativeResult", "NarrativeGenerator", "OfflineNarrator",
+__all__ = ["PROMPT_VERSION", "PROMPT_VERSIONS", "NarrativeResult", "NarrativeGenerator", "OfflineNarrator", "GroundedNarrator",
            "build_messages", "shopper_voice", "cap_sentences", "MAX_SENTENCES",
            "short_title"]
 
@@ -608,3 +608,45 @@ class NarrativeGenerator:
 
 def _drop_sentences(text: str, report: GroundingReport) -> str:
     return repair(text, report) if text else ""
+
+
+class GroundedNarrator:
+    """Any narrator's texts checked against the catalogue facts before a shopper sees them.
+
+    `inner` has ``narrate(kind, item, history, *, user_id, critique) -> str`` (e.g. the generative
+    LUMEN narrator, whose model writes free text). Sentences with a claim the facts do not back
+    (:class:`~lumenrec.agent.grounding.GroundingChecker`: numbers, packs, model codes, brands,
+    colours, sizes) are dropped; a text speaking as the shopper, one with fewer than `min_words`
+    words left, an empty one, or a kind the inner narrator cannot write goes to `fallback` (the
+    offline narrator by default). ``last`` says what happened to the latest narrative.
+    """
+
+    def __init__(self, inner, catalog: Catalog, *, fallback=None, checker: GroundingChecker | None = None,
+                 min_words: int = 6) -> None:
+        self.inner, self.catalog = inner, catalog
+        self.fallback = fallback or OfflineNarrator()
+        self.checker = checker or GroundingChecker(BrandVocabulary.from_catalog(catalog))
+        self.min_words = int(min_words)
+        self.name = f"grounded:{getattr(inner, 'name', type(inner).__name__)}"
+        self.last: dict[str, object] = {}
+
+    def narrate(self, kind: str, item: Item | None, history: Sequence[Item], *, user_id: str = "",
+                critique: str | None = None) -> str:
+        history = list(history)
+        items = [item] if item is not None and kind != "user_summary" else []
+        facts = self.checker.facts(items, history, [critique] if critique and kind != "user_summary" else [])
+        try:
+            text = (self.inner.narrate(kind, item, history, user_id=user_id, critique=critique) or "").strip()
+        except ToolInputError as e:  # a kind it was not trained for
+            text, why = "", str(e)
+        else:
+            why = "empty"
+        if text:
+            fixed, report = self.checker.repair(cap_sentences(text, kind), facts)
+            if len(fixed.split()) >= self.min_words and not shopper_voice(fixed):
+                self.last = {"source": "model", "unsupported_before": len(report.unsupported),
+                             "repaired": fixed != text}
+                return fixed
+            why = "speaks as the shopper" if shopper_voice(fixed) else "too little left after the fact check"
+        self.last = {"source": "fallback", "why": why}
+        return self.fallback.narrate(kind, item, history, user_id=user_id, critique=critique)

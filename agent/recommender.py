@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "recommender.json"
 ROUTERS = ("offline", "llm")
-RETRIEVER_KINDS = ("text", "lumen", "sasrec")
+RETRIEVER_KINDS = ("text", "lumen", "sasrec", "lumen_gen")
+NARRATOR_KINDS = ("offline", "lumen_gen")
 
 # Phrases that open a new need rather than refine the current one.
 _DIFFERENT_BRAND_RX = re.compile(r"\b(?:different|another|other|new) (?:brand|make|manufacturer)s?\b|\bswitch(?:ing)? brands\b"
@@ -260,7 +261,8 @@ class Recommender:
 
         The manifest names the catalogue (``dataset.path``, a catalogue .jsonl relative to the
         directory, else ``dataset.name`` registered), the retriever (``retriever.kind`` text / lumen /
-        sasrec + ``retriever.checkpoint``; text when absent), optionally ``index`` (the Chroma index
+        sasrec / lumen_gen + ``retriever.checkpoint``; text when absent), optionally ``narrator``
+        (``{"kind": "lumen_gen"}``: the generative LUMEN model narrates, fact-checked), ``index`` (the Chroma index
         LUMEN serves through: ``backend`` persistent + ``path``, or http + ``host``/``port``) and
         ``config`` (RecommenderConfig fields). `index` overrides manifest index fields (e.g.
         ``{"backend": "http", "host": ..., "port": ...}`` for a ``chroma run`` server). Keyword
@@ -298,6 +300,8 @@ class Recommender:
             kind = "text"
         icfg = {**(man.get("index") or {}), **(index or {})} if (man.get("index") or index) else None
         retriever = _load_retriever(kind, ckpt_path, catalog, rcfg, d, icfg)
+        if man.get("narrator") and "narrator" not in kwargs:
+            kwargs["narrator"] = _load_narrator(man["narrator"], retriever, catalog, path)
         config = kwargs.pop("config", None) or RecommenderConfig.from_dict(man.get("config") or {})
         rec = cls(catalog, retriever, config=config, **kwargs)
         rec.manifest = man
@@ -870,6 +874,10 @@ def _load_retriever(kind: str, ckpt: Path | None, catalog: Catalog, rcfg: dict[s
         from lumenrec.retriever.sasrec import SASRecRetriever
 
         return SASRecRetriever.from_pretrained(ckpt, catalog)
+    if kind == "lumen_gen":  # issue #20: the LLM whose vocabulary holds the catalogue
+        from lumenrec.agent.llm.lumen_gen.retriever import GenerativeLumenRetriever
+
+        return GenerativeLumenRetriever.from_pretrained(ckpt, catalog)
     from lumenrec.retriever.lumen import LumenRetriever
 
     seq = None
@@ -892,10 +900,29 @@ def _load_retriever(kind: str, ckpt: Path | None, catalog: Catalog, rcfg: dict[s
     return IndexedLumenRetriever(lumen, ItemIndex(IndexConfig(**fields)))
 
 
+def _load_narrator(ncfg: dict[str, Any], retriever, catalog: Catalog, path: Path):
+    """The manifest's ``narrator``: ``{"kind": "offline"}`` or ``{"kind": "lumen_gen"}`` (the generative
+    LUMEN model of the retriever writes purchase reasons and endorsements, fact-checked, the offline
+    narrator the rest and whatever fails the check)."""
+    from lumenrec.agent.narrative import GroundedNarrator, OfflineNarrator
+
+    kind = (ncfg or {}).get("kind", "offline")
+    if kind not in NARRATOR_KINDS:
+        raise CheckpointError(f"{path}: narrator.kind {kind!r} is not one of {', '.join(NARRATOR_KINDS)}")
+    if kind == "offline":
+        return OfflineNarrator()
+    from lumenrec.agent.llm.lumen_gen.retriever import GenerativeLumenNarrator, GenerativeLumenRetriever
+
+    if not isinstance(retriever, GenerativeLumenRetriever):
+        raise CheckpointError(f"{path}: narrator.kind 'lumen_gen' needs retriever.kind 'lumen_gen' (it shares its model)")
+    return GroundedNarrator(GenerativeLumenNarrator(retriever.model, catalog), catalog, fallback=OfflineNarrator())
+
+
 def write_manifest(directory: str | Path, *, dataset_name: str | None = None, catalog: Catalog | None = None,
                    catalog_path: str | None = None, retriever_kind: str = "text", checkpoint: str | None = None,
                    seq_checkpoint: str | None = None, index: dict[str, Any] | None = None,
-                   config: RecommenderConfig | None = None, build: dict[str, Any] | None = None) -> Path:
+                   config: RecommenderConfig | None = None, build: dict[str, Any] | None = None,
+                   narrator: str | None = None) -> Path:
     """Write ``recommender.json`` into `directory`: the system :meth:`Recommender.from_pretrained` loads.
 
     The catalogue is `catalog` (saved as ``catalog.jsonl``), or `catalog_path` (a catalogue .jsonl
@@ -904,6 +931,8 @@ def write_manifest(directory: str | Path, *, dataset_name: str | None = None, ca
     """
     if retriever_kind not in RETRIEVER_KINDS:
         raise ConfigError("retriever_kind", retriever_kind, f"must be one of {', '.join(RETRIEVER_KINDS)}")
+    if narrator is not None and narrator not in NARRATOR_KINDS:
+        raise ConfigError("narrator", narrator, f"must be one of {', '.join(NARRATOR_KINDS)}")
     if catalog is not None and catalog_path is not None:
         raise ConfigError("catalog_path", catalog_path, "give either catalog or catalog_path")
     if dataset_name is None and catalog is None and catalog_path is None:
@@ -919,6 +948,8 @@ def write_manifest(directory: str | Path, *, dataset_name: str | None = None, ca
     man["dataset"] = {**({"name": dataset_name} if dataset_name else {}), **({"path": catalog_path} if catalog_path else {})}
     man["retriever"] = {"kind": retriever_kind, **({"checkpoint": checkpoint} if checkpoint else {}),
                         **({"seq_checkpoint": seq_checkpoint} if seq_checkpoint else {})}
+    if narrator is not None:
+        man["narrator"] = {"kind": narrator}
     if index:
         man["index"] = dict(index)
     if config is not None:

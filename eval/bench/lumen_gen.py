@@ -124,6 +124,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train = train_lumen_gen(model, examples, cat.ids, tcfg, out=out / "model",
                             extra={"data": args.data, "item_vectors": vec_source})
     log.info("training: %s", train)
+    # the run's directory is a system every entry point loads: `lumenrec chat --model OUT`, replay's
+    # recommender_dir=OUT, Recommender.from_pretrained(OUT)
+    from lumenrec.agent.recommender import write_manifest
+
+    write_manifest(out, dataset_name=args.data, retriever_kind="lumen_gen", checkpoint="model", narrator="lumen_gen")
 
     # evaluation: a seeded sample of leave-one-out test users
     rng = np.random.default_rng(args.seed)

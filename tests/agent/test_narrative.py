@@ -223,3 +223,37 @@ def test_details_keep_numbers_whole_and_say_only_supported_facts():
     staples = Item("s1", "Bostitch Standard Staples, 1/4 Inch Silver, 5,000 per box (SBS19-1/4)", "Bostitch", ["Office"])
     assert _details(staples) == "1/4 Inch Silver, 5,000 per box"
     assert _details(Item("859", "Avery Internet Postage Labels (item 859)", "Avery", ["Office"])) == ""
+
+
+class _Scripted:
+    """A narrator that writes what it is told (an invented claim, the shopper's voice, nothing, an error)."""
+
+    name = "scripted"
+
+    def __init__(self, text):
+        self.text = text
+
+    def narrate(self, kind, item, history, *, user_id="", critique=None):
+        if isinstance(self.text, Exception):
+            raise self.text
+        return self.text
+
+
+def test_grounded_narrator_drops_invented_claims_and_falls_back(tiny_catalog):
+    from lumenrec.agent.narrative import GroundedNarrator
+    from lumenrec.errors import ToolInputError
+
+    pen = tiny_catalog.get("p2")  # "Black gel pen, 4 pack", Pilot
+    ok = "A smooth black gel pen from Pilot that suits daily notes. It writes cleanly on most paper."
+    invented = "A smooth black gel pen from Pilot that suits daily notes. Each box holds a 24-pack."  # a 4 pack
+    g = GroundedNarrator(_Scripted(invented), tiny_catalog)
+    out = g.narrate("purchase_reason", pen, [])
+    assert "24" not in out and out.startswith("A smooth black gel pen") and g.last["source"] == "model"
+    assert g.last["unsupported_before"] == 1 and g.last["repaired"]
+    assert GroundedNarrator(_Scripted(ok), tiny_catalog).narrate("purchase_reason", pen, []) == ok  # nothing to drop
+    offline = OfflineNarrator().narrate("purchase_reason", pen, [])
+    for bad, why in [("Only a 24-pack.", "too little"), ("I highly recommend these pens, I use them daily.", "shopper"),
+                     ("", "empty"), (ToolInputError("no summaries"), "no summaries")]:
+        g = GroundedNarrator(_Scripted(bad), tiny_catalog)
+        assert g.narrate("purchase_reason", pen, []) == offline and g.last["source"] == "fallback"
+        assert why in g.last["why"]

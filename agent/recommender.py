@@ -300,7 +300,7 @@ class Recommender:
             kind = "text"
         icfg = {**(man.get("index") or {}), **(index or {})} if (man.get("index") or index) else None
         retriever = _load_retriever(kind, ckpt_path, catalog, rcfg, d, icfg)
-        if man.get("narrator") and "narrator" not in kwargs:
+        if man.get("narrator") and kwargs.get("narrator") is None:  # an explicit narrator wins over the manifest's
             kwargs["narrator"] = _load_narrator(man["narrator"], retriever, catalog, path)
         config = kwargs.pop("config", None) or RecommenderConfig.from_dict(man.get("config") or {})
         rec = cls(catalog, retriever, config=config, **kwargs)

@@ -352,6 +352,11 @@ class OfflineRouter:
             # a shopper describing themselves with a product in it ("I'm a label-everything person") is
             # shopping: a product named is never smalltalk or too vague
             return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, f"names a product ({why})")
+        if best == Intent.SMALLTALK.value and rules.reason == "states a shopping need":
+            # a need phrase with a word of the catalogue ("Shopping for myself and my teenager this week")
+            # is never smalltalk (2 more of the 150 dev openings reach the retriever; leaving one set out,
+            # the fair sets' mean moved 0.964 -> 0.963)
+            return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, f"states a need ({why})")
         if best != Intent.RECOMMEND.value and probs[best] >= self.config.fallback_min_probability:
             return RouteDecision(Intent(best), probs[best], crit, ref, f"intent model ({why})")
         conf = probs[best] if best == Intent.RECOMMEND.value else 0.6

@@ -444,6 +444,9 @@ class OfflineRouter:
             return RouteDecision(Intent.CLARIFY, 0.85, crit, None, "no content words")
         if not shown and _BACK_REFERENCE.search(text) and not (crit is not None and crit.has_constraints):
             return RouteDecision(Intent.CLARIFY, 0.8, crit, None, "refers back to something, but nothing was shown")
+        if self.config.fallback == "model" and not shown:
+            # route() hands a first message to the intent model: the prototypes below would be thrown away
+            return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, "content words, left to the intent model")
         # content words are present, so the classifier may not call the message vague (clarify);
         # a leading greeting is not what the message is about ("Hi there. My kids need ...")
         scores = {k: v for k, v in self.classifier.scores(body).items() if k != Intent.CLARIFY.value}

@@ -104,3 +104,15 @@ def test_a_product_named_is_never_smalltalk_or_vague(tiny_catalog):
     r._intent_model = Spy()
     d = r.route("I'm a pens-everywhere kind of person, I like things a little cute")
     assert d.intent is Intent.RECOMMEND and "names a product" in d.reason
+
+
+def test_precise_rules_name_reasons_the_rules_give():
+    """PRECISE_OPENING_RULES and the stated-need guard match reason strings: a reworded reason must not
+    silently send its messages to the model."""
+    import inspect
+
+    from lumenrec.agent.router import PRECISE_OPENING_RULES
+
+    src = inspect.getsource(OfflineRouter._route_rules)
+    for reason in sorted(PRECISE_OPENING_RULES | {"states a shopping need"}):
+        assert f'"{reason}"' in src, reason

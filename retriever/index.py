@@ -547,35 +547,6 @@ class ItemIndex:
             self.refresh()
             raise ItemIndexError(f"the item index is unreachable: {type(e).__name__}: {e}") from e
 
-    def scores_of(self, vector: np.ndarray, ids: Sequence[str], *, model_version: str | None = None) -> dict[str, float]:
-        """Score (higher is better, as :meth:`query` reports it) of one query vector (d,) against the
-        given item ids; ids not in the index are left out. Used to score a known candidate set exactly
-        (a selective filter, or items a re-ranker must see)."""
-        q = np.asarray(vector, dtype=np.float32)
-        if q.ndim != 1 or not np.all(np.isfinite(q)):
-            raise ValueError(f"vector must be a finite (d,) array, got shape {q.shape}")
-        ids = list(dict.fromkeys(str(i) for i in ids))
-        if not ids:
-            return {}
-        active, col = self._state()
-        self._check_model(active, q.shape[0], model_version)
-        # exact: the stored vectors by id (a query restricted to ids goes through the HNSW graph and
-        # may miss some of them), scored here as query() scores them
-        out: dict[str, float] = {}
-        bs = 1000
-        for s in range(0, len(ids), bs):
-            got = col.get(ids=ids[s : s + bs], include=["embeddings"])
-            if not len(got["ids"]):
-                continue
-            emb = np.asarray(got["embeddings"], dtype=np.float32)  # (n, d)
-            if self.config.distance == "cosine":
-                emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-                sims = emb @ (q / max(float(np.linalg.norm(q)), 1e-12))
-            else:
-                sims = emb @ q
-            out.update({i: float(v) for i, v in zip(got["ids"], sims)})
-        return out
-
     def get_documents(self, ids: Sequence[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """id -> (document text (the title), metadata) for display."""
         if not ids:

@@ -419,9 +419,16 @@ class LumenRetriever(BaseRetriever):
         per-query constant (same ranking); the brand and co-occurrence terms are sparse (few items
         per query) and stay out of the index.
         """
-        b = self._blocks()
+        end, p = self.dense_columns()
         X = self.item_matrix.numpy()
-        return np.ascontiguousarray(np.concatenate([X[:, b["V"]], X[:, b["T"]], X[:, b["E"]], X[:, b["P"]]], axis=1))
+        return np.ascontiguousarray(np.concatenate([X[:, :end], X[:, p:p + 1]], axis=1))
+
+    def dense_columns(self) -> tuple[int, int]:
+        """(end, p): the dense item side is ``item_matrix[:, :end]`` (the V, T and E blocks, in this
+        order) and the popularity column ``p``; see :meth:`dense_item_vectors`."""
+        b = self._blocks()
+        assert b["V"].start == 0 and b["T"].start == b["V"].stop and b["E"].start == b["T"].stop
+        return b["E"].stop, b["P"].start
 
     def query_parts(self, histories: list[np.ndarray], texts: list[str | None]
                     ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
@@ -450,13 +457,11 @@ class LumenRetriever(BaseRetriever):
 
     def dense_scores(self, y: np.ndarray, indices: np.ndarray) -> np.ndarray:
         """``dense_item_vectors()[indices] @ y`` without materialising the (N, D') matrix: (len(indices),)."""
-        b = self._blocks()
-        end = b["E"].stop  # V, T, E are the first columns of item_matrix, in this order
-        assert b["V"].start == 0 and b["T"].start == b["V"].stop and b["E"].start == b["T"].stop
+        end, p = self.dense_columns()
         X = self.item_matrix.numpy()
         idx = np.asarray(indices, dtype=np.int64)
         y = np.asarray(y, dtype=np.float32)
-        return (X[idx, :end] @ y[:end]).astype(np.float64) + X[idx, b["P"].start].astype(np.float64) * float(y[end])  # (n,)
+        return (X[idx, :end] @ y[:end]).astype(np.float64) + X[idx, p].astype(np.float64) * float(y[end])  # (n,)
 
     def model_version(self) -> str:
         """A short id of these weights and item matrices (what the item index records and checks):

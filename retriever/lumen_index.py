@@ -54,11 +54,10 @@ def index_layout(lumen: LumenRetriever) -> tuple[float, float]:
     s = max(1, max|p| / max norm of the other blocks) and multiplying the query's coordinate by s keeps
     every dot product, and so the ranking, exactly.
     """
-    b = lumen._blocks()
+    end, pcol = lumen.dense_columns()
     X = lumen.item_matrix.numpy()
-    end = b["E"].stop  # V, T, E: the first columns (LumenRetriever.dense_scores)
     rest2 = np.einsum("ij,ij->i", X[:, :end], X[:, :end]).astype(np.float64)  # (N,)
-    p = X[:, b["P"].start].astype(np.float64)  # (N,)
+    p = X[:, pcol].astype(np.float64)  # (N,)
     s = max(1.0, float(np.abs(p).max()) / max(float(np.sqrt(rest2.max())), 1e-12))
     R = float(np.sqrt((rest2 + (p / s) ** 2).max() * (1.0 + 1e-6)))
     return R, s

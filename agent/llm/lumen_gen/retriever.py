@@ -63,8 +63,8 @@ class GenerativeLumenNarrator:
 
     The model was trained on purchase reasons; it writes those and endorsements (the same text for
     now). A user summary, or an empty generation, goes to `fallback` (the agent passes its offline
-    narrator). Its texts are NOT grounding-checked here: the checker lives in the agent layer, and
-    wrapping this narrator with it is part of issue 20 that is still open.
+    narrator). Its texts are not grounding-checked here: the checker lives in the agent layer, and a
+    system directory wraps this narrator in ``lumenrec.agent.narrative.GroundedNarrator``.
     """
 
     name = "lumen_gen"

@@ -108,11 +108,13 @@ _STOP = {"a", "an", "the", "and", "or", "for", "to", "of", "in", "on", "at", "wi
 # The rules that decide a first message on their own: right on >= 95% of the openings they fired on in the
 # sets their author never saw (holdout3, holdout4, extra: 1,300 openings), or on every one in all labelled
 # sets where they fired only a few times (know-how 11/11, cannot name it 5/5, explain a topic 2/2);
-# every other first message goes to the intent model.
+# "why that one?" before anything is shown, because the intent model never answers explain for a first
+# message. Every other first message goes to the intent model.
 PRECISE_OPENING_RULES = frozenset({
     "no words", "injection pattern", "asks what is known about them", "greeting / thanks / about the assistant",
     "thanks / compliments / about the assistant", "a task for the assistant, not a product", "no content words",
     "asks for know-how, not a product", "cannot name what they are after", "asks to explain a topic, not an item",
+    "points at an item, but nothing was shown",
 })
 
 @dataclass
@@ -380,11 +382,8 @@ class OfflineRouter:
         text = " ".join(message.split())
         shown: list[str] = list(getattr(session, "last_shown", None) or [])
         rules = self._route_rules(text, shown)
-        # "why that one?" before anything is shown: the agent says so (the model never answers explain
-        # for a first message, so the rules' call stands when the message points back at an item)
-        points_back = rules.intent is Intent.EXPLAIN and bool(_REFERS.search(text))
         if (self.config.fallback == "model" and self.config.backend != "learned" and not shown
-                and rules.reason not in PRECISE_OPENING_RULES and not points_back):
+                and rules.reason not in PRECISE_OPENING_RULES):
             return self._route_by_model(text, rules)
         return rules
 
@@ -404,6 +403,10 @@ class OfflineRouter:
                 and not (OUT_OF_SCOPE_RX.search(text) and not shown):
             if ref is None and shown:
                 ref = 0
+            if not shown and _REFERS.search(text):
+                # "why that one?" before anything is shown: the agent says so (the intent model never
+                # answers explain for a first message)
+                return RouteDecision(Intent.EXPLAIN, 0.9, crit, ref, "points at an item, but nothing was shown")
             return RouteDecision(Intent.EXPLAIN, 0.9, crit, ref, "asks why / about a shown item")
         plain = _SYMBOLS.sub("", text).strip() or text  # emoji dropped for the wording rules
         if SMALLTALK_RX.match(plain):

@@ -23,7 +23,7 @@
 **First messages** (nothing shown yet) are decided by the rules only where they are precise on
 openings their author never saw (:data:`PRECISE_OPENING_RULES`: injection and account patterns,
 greetings and thanks, tasks for the assistant, no content words); every other first message goes to
-the intent model (:mod:`lumenrec.agent.intent_model`, a softmax over the MiniLM embedding), which
+the intent model (:mod:`lumenrec.agent.intent_model`, a softmax over the MiniLM embedding and word TF-IDF), which
 leaves recommend only when sure (``fallback_min_probability``) and never calls a message naming a
 product smalltalk or too vague. Why: on three openings sets the rules were never fitted to, their
 "states a shopping need" and "critique with constraints" calls were right 81% and 80% of the time
@@ -167,7 +167,7 @@ class OfflineRouterConfig:
     injection_similarity: float = 0.6
     # What decides the messages the rules leave open (with the "tfidf" / "minilm" backends). "model"
     # (default): the shipped intent model (lumenrec.agent.intent_model: a softmax over MiniLM embeddings
-    # trained on the labelled messages); "prototypes": the backend's nearest prototype, recommend by default.
+    # and word TF-IDF, trained on the labelled messages); "prototypes": the backend's nearest prototype, recommend by default.
     fallback: str = "model"
     # The intent model moves a message away from recommend only with at least this probability (0.5:
     # chosen by leaving one labelled openings set out at a time over the seven sets, before the eighth

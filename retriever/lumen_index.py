@@ -164,13 +164,16 @@ class IndexedLumenRetriever(BaseRetriever):
                 tau = float(got_cos[-1]) * scale if len(got_ids) >= fetch else -np.inf
                 got = np.asarray(cat.indices_of(list(got_ids)), dtype=np.int64)
                 cand = got[allowed[got]]
-                ids, top = self._top(cand, dense[0], boost, k)
+                full = self.lumen.dense_scores(dense[0], cand) + boost[cand]  # (C,) exact scores
                 # an item outside the fetch scores at most tau + its boost: only boosted ones that could
-                # beat the k-th score found so far need scoring
-                kth = float(top[-1]) if len(top) >= min(k, n_allowed) else -np.inf
+                # beat the k-th score found so far need scoring (each item is scored once)
+                m = min(k, len(full))
+                kth = float(np.partition(full, -m)[-m]) if m and m >= min(k, n_allowed) else -np.inf
                 extra = boosted[(tau + boost[boosted] >= kth) & ~np.isin(boosted, got)]
                 if extra.size:
-                    ids, top = self._top(np.concatenate([cand, extra]), dense[0], boost, k)
+                    cand = np.concatenate([cand, extra])
+                    full = np.concatenate([full, self.lumen.dense_scores(dense[0], extra) + boost[extra]])
+                ids, top = self._best(cand, full, k)
                 exact = fetch >= n or (len(ids) >= min(k, n_allowed) and (len(top) and top[-1] >= tau))
                 if exact or rounds >= 8:
                     self.last_stats = {"path": "ann", "allowed": n_allowed, "fetched": fetch, "rounds": rounds,
@@ -180,6 +183,9 @@ class IndexedLumenRetriever(BaseRetriever):
 
     def _top(self, cand: np.ndarray, y: np.ndarray, boost: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
         """The k best of the candidate indices by exact score (dense, in memory, + boost); ties by index."""
-        full = self.lumen.dense_scores(y, cand) + boost[cand]  # (C,)
+        return self._best(cand, self.lumen.dense_scores(y, cand) + boost[cand], k)  # scores (C,)
+
+    def _best(self, cand: np.ndarray, full: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+        """The k best candidates given their exact scores `full` (C,); ties by catalogue index."""
         order = np.lexsort((cand, -full))[:k]
         return [self.catalog.ids[int(j)] for j in cand[order]], full[order]

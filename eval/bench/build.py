@@ -63,26 +63,34 @@ def measure_system(directory: str | Path, *, queries: int = 200, warmup: int = 1
     for i in range(queries + warmup):
         hist = [cat.ids[int(j)] for j in rng.choice(len(cat), size=int(rng.integers(1, 8)), replace=False)]
         qs.append(Query(history=hist, text=texts[i % len(texts)] if i % 3 else None))
-    through, memory, stats = [], [], []
+    # two separate loops: the in-memory baseline streams the whole (N, D) item matrix through the CPU
+    # caches on every call, so interleaving it would slow the Chroma call after it (measured at 1e5:
+    # p95 21.1 ms interleaved, ~19 ms alone), which a server answering retrievals never pays
+    through, memory, stats, got_lists = [], [], [], []
     for i, q in enumerate(qs):
         t = time.perf_counter()
         got, _ = ix.retrieve(q, 10)
         dt = (time.perf_counter() - t) * 1000.0
+        if i >= warmup:
+            through.append(dt)
+            got_lists.append(got)
+            stats.append((ix.last_stats.get("path"), ix.last_stats.get("rounds", 1)))
+    same = 0
+    for i, q in enumerate(qs):
         t = time.perf_counter()
         want, _ = ix.lumen.retrieve(q, 10)
         dm = (time.perf_counter() - t) * 1000.0
         if i >= warmup:
-            through.append(dt)
             memory.append(dm)
-            stats.append((got == want, ix.last_stats.get("path"), ix.last_stats.get("rounds", 1)))
+            same += got_lists[i - warmup] == want
     return {
         "directory": str(d), "items": len(cat), "dataset": state.get("config", {}).get("data"),
         "stages": stages, "disk_bytes": disk, "disk_total_bytes": _du(d),
         "from_pretrained_s": load_s,
         "retrieve_ms_chroma": {"p50": _pct(through, 50), "p95": _pct(through, 95)},
         "retrieve_ms_in_memory": {"p50": _pct(memory, 50), "p95": _pct(memory, 95)},
-        "top10_equal_in_memory": f"{sum(s[0] for s in stats)}/{len(stats)}",
-        "refetch_rounds_mean": float(np.mean([s[2] for s in stats])),
+        "top10_equal_in_memory": f"{same}/{len(stats)}",
+        "refetch_rounds_mean": float(np.mean([s[1] for s in stats])),
         "queries": len(through), "target_p95_ms": 20.0,
     }
 

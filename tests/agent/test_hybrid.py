@@ -199,6 +199,8 @@ def test_the_model_may_not_send_a_message_naming_a_product_away_from_shopping(ti
     # person...") to summarize_user: a low-confidence turn that names a product stays a recommendation
     llm = ScriptedToolLLM(("summarize_user", {}), ("summarize_user", {}))
     r = _router(tiny_catalog, llm)
+    r.offline._intent_model = _UnsureModel()  # both messages are low-confidence turns (the shipped model's
+    # confidence moves with every retraining)
     d = r.route("I'm a pens-everywhere kind of person, honestly", Session())
     assert len(llm.calls) == 1 and d.intent == Intent.RECOMMEND
     assert d.trace_details["path"].startswith("rules (llm overruled") and d.trace_details["llm_intent"] == "summarize_user"

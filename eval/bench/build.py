@@ -99,7 +99,8 @@ def measure_system(directory: str | Path, *, queries: int = 200, warmup: int = 1
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     head = ["system", "items", "build s (sasrec / ilm / lumen / index)", "disk MB (models / index)",
-            "from_pretrained s", "retrieve p50 / p95 ms: Chroma", "in memory (baseline)", "top-10 = in memory"]
+            "from_pretrained s", "retrieve p50 / p95 ms: Chroma", "in memory (baseline)", "top-10 = in memory",
+            "load avg (1 min)"]
     body = []
     for r in rows:
         st = r["stages"]

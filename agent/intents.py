@@ -79,7 +79,7 @@ SUMMARY_RX = re.compile(
 )
 
 EXPLAIN_RX = re.compile(
-    r"^(?:(?!\bwhy not\b).)*\b(why|explain|how come|what makes|reason(?:s|ing)?|pros\b|what'?s (?:so )?(?:special|good|great) about"
+    r"^(?:(?!\bwhy not\b).)*\b(why|explain|how come|what makes|(?<!within )(?<!for some )(?<!for no )reason(?:s|ing)?|pros\b|what'?s (?:so )?(?:special|good|great) about"
     r"|tell me (?:more )?about|what'?s the point of|how (?:is|does) (?:it|that|this|the \w+ one|#?\d)"
     r"|how does the)",
     re.IGNORECASE,

@@ -180,3 +180,17 @@ def test_rules_for_openings(tiny_catalog, text, intent):
 def test_critique_after_thanks_is_still_a_critique(tiny_catalog, shown_session):
     d = _router_for(tiny_catalog).route("thanks, but not Bic", shown_session)
     assert d.intent is Intent.RECOMMEND and d.critique.exclude_brands
+
+
+def test_why_that_one_before_anything_is_shown_only_when_short(tiny_catalog, shown_session):
+    r = _router_for(tiny_catalog)
+    d = r.route("why that one?")
+    assert d.intent is Intent.EXPLAIN and d.reason == "points at an item, but nothing was shown"
+    # a long first message where "it" and "reason" are ordinary words is a need, not a question about an item
+    long_need = ("I've been working from home for two years and decided it's finally time to buy proper pens. "
+                 "Budget is flexible within reason.")
+    d = r.route(long_need)
+    assert d.intent is Intent.RECOMMEND and d.reason != "points at an item, but nothing was shown"
+    # "within reason" asks nothing about a shown item either
+    assert r.route("a cheaper one, within reason", shown_session).intent is Intent.RECOMMEND
+    assert r.route("why is the second one better?", shown_session).intent is Intent.EXPLAIN

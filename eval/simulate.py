@@ -805,6 +805,9 @@ def simulate_target(system: SimSystem, agent, shopper, target: SimTarget, catalo
             relaxed = bool(ret.details.get("relaxed")) if ret is not None else False
             row.update(intent=reply.intent, constraints=cons, relaxed=relaxed,
                        violations=shown_violations(cons, relaxed, shown, catalog, extractor))
+            route = next((s for s in reply.trace if s.name == "route"), None)
+            if route is not None and route.details.get("path"):  # the hybrid router says which path decided
+                row["route_path"] = str(route.details["path"])
         row["ms"] = round((time.perf_counter() - t0) * 1000.0, 2)
         row["shown"] = shown
         row["hit"] = target.target in shown
@@ -924,6 +927,7 @@ def aggregate_simulation(records: Iterable[dict[str, Any]], cfg: SimulateConfig 
         misses: dict[str, list[dict[str, Any]]] = defaultdict(list)
         intents: dict[str, Counter] = defaultdict(Counter)
         ms: list[float] = []
+        paths: Counter[str] = Counter()
         fallbacks: Counter[str] = Counter()
         shown_n = checked_turns = 0
         for r in rs:
@@ -931,6 +935,8 @@ def aggregate_simulation(records: Iterable[dict[str, Any]], cfg: SimulateConfig 
             for t in r["turns"]:
                 intents[str(t["turn"])][t["intent"]] += 1
                 ms.append(t["ms"])
+                if "route_path" in t:
+                    paths[t["route_path"]] += 1
                 shown_n += len(t["shown"])
                 if "violations" in t:
                     checked_turns += 1
@@ -963,6 +969,7 @@ def aggregate_simulation(records: Iterable[dict[str, Any]], cfg: SimulateConfig 
             "intents_by_turn": {k: dict(v) for k, v in sorted(intents.items(), key=lambda kv: int(kv[0]))},
             "latency_ms": {"p50": _pct(ms, 50), "p95": _pct(ms, 95), "n": len(ms)},
             **({"shopper_fallbacks": dict(fallbacks)} if fallbacks else {}),
+            **({"route_paths": dict(paths)} if paths else {}),
         }
     return {"run": cfg.fingerprint() if cfg else None, "max_turns": max_turns,
             "num_targets": len({r["target_index"] for r in recs}), "systems": systems}

@@ -6,7 +6,9 @@
 Parts: ``dev``: office-2014, the 150 regen-office-dev targets; ``test``: office-2014, 500 leave-one-out
 test users (last item = target, history before it; dev users left out); ``synthetic``: the synthetic
 store's conversations; ``dev-leaf``: the dev targets with an opening that names the target's leaf
-category instead of its parent (how much a vague opening costs). Every part compares, on identical simulated shoppers (rule shopper, seed 0, up
+category instead of its parent (how much a vague opening costs); ``dev-hybrid``: the dev targets, the
+built agent with the offline router beside the same agent with the hybrid router (rules + the local
+LLM in this process, 1 thread: #19). Every part compares, on identical simulated shoppers (rule shopper, seed 0, up
 to 5 turns): the retriever on the history alone (no critique; the same top 5 each turn, and paged: the
 next 5 each turn), the text-only agent, and the built LUMEN agent (``Recommender.from_pretrained``).
 Each part is a resumable ``lumenrec eval simulate`` run under ``--out-root/<part>`` (its HTML report
@@ -32,7 +34,7 @@ __all__ = ["PARTS", "part_config", "run_bench", "to_markdown", "publishable", "m
 
 log = logging.getLogger(__name__)
 
-PARTS = ("dev", "test", "synthetic", "dev-leaf")
+PARTS = ("dev", "test", "synthetic", "dev-leaf", "dev-hybrid")
 
 
 def part_config(part: str, built_dir: str, out_root: str, num_test: int = 500, seed: int = 0,
@@ -46,6 +48,8 @@ def part_config(part: str, built_dir: str, out_root: str, num_test: int = 500, s
                SimSystem(name="built", recommender_dir=built_dir)]
     if part == "dev-leaf":  # the history systems ignore the opening: their rows would repeat dev's
         systems = systems[2:]
+    if part == "dev-hybrid":  # the built agent, offline and with the hybrid router (rules + the local LLM, #19)
+        systems = [systems[3], SimSystem(name="hybrid", recommender_dir=built_dir, router="hybrid")]
     data = synthetic_data if part == "synthetic" else "office-2014"
     targets = "test" if part == "test" else "conversations"
     opening = "leaf" if part == "dev-leaf" else "parent"
@@ -68,6 +72,7 @@ def run_bench(parts: dict[str, str], out_root: str, num_test: int = 500, seed: i
 
 
 _TITLES = {"dev": "Office 2014, the 150 dev targets", "test": "Office 2014, 500 test users",
+           "dev-hybrid": "Office 2014, the 150 dev targets: the built agent with the offline and the hybrid router",
            "synthetic": "Synthetic store, its conversations",
            "dev-leaf": "Office 2014 dev targets, the opening naming the leaf category (ablation)"}
 
@@ -82,6 +87,13 @@ def to_markdown(results: dict[str, Any]) -> str:
              "system). Violations: shown items breaking a hard constraint the agent itself reports.", ""]
     for part, s in results.items():
         parts += [f"### {_TITLES.get(part, part)}", "", success_table(s), ""]
+        routed = {n: m for n, m in s["systems"].items() if m.get("route_paths")}
+        if routed:
+            rows = [[n, m["latency_ms"]["n"], m["route_paths"].get("llm", 0),
+                     f"{m['route_paths'].get('llm', 0) / max(m['latency_ms']['n'], 1):.1%}",
+                     f"{m['latency_ms']['p50']:.0f} / {m['latency_ms']['p95']:.0f}"] for n, m in routed.items()]
+            parts += ["Turns the hybrid router handed to the local LLM (one forced tool call each), and turn latency:", "",
+                      markdown_table(["system", "turns", "decided by the LLM", "share", "turn p50 / p95 ms"], rows), ""]
         parts += ["Critiques followed by the list shown in reply (excludes: no shown item breaks it; includes: at "
                   "least half the shown items satisfy it; cheaper: the median shown price went down):", "",
                   followed_table(s), ""]
@@ -125,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-resume", action="store_true",
                     help="start every part over (a run of other code, builds or settings is never resumed)")
     ap.add_argument("--no-publish", action="store_true", help="do not write docs/results/simulate.json and docs/benchmarks.md")
+    ap.add_argument("--name", default="simulate",
+                    help="published as docs/results/NAME.json and the NAME section of docs/benchmarks.md (default simulate)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     wanted = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -138,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if not args.no_publish:
         command = "lumenrec bench simulate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        write_json("simulate", {"command": command, "machine": machine_info(), "parts": publishable(results)})
-        update_section("simulate", f"Command: `{command.strip()}`\n\n{md}",
-                       title="Interactive evaluation: simulated shoppers (iEvaLM protocol)")
-        print("published: docs/results/simulate.json and docs/benchmarks.md (section simulate)")
+        write_json(args.name, {"command": command, "machine": machine_info(), "parts": publishable(results)})
+        title = "Interactive evaluation: simulated shoppers (iEvaLM protocol)"
+        update_section(args.name, f"Command: `{command.strip()}`\n\n{md}",
+                       title=title if args.name == "simulate" else f"{title}: {', '.join(results)}")
+        print(f"published: docs/results/{args.name}.json and docs/benchmarks.md (section {args.name})")
     return 0
 
 

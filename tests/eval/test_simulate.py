@@ -163,8 +163,9 @@ def test_followed_checks_the_list_shown_after_a_point(cat):
 class ScriptedAgent:
     """Shows a fixed list per turn and reports fixed constraints: a stand-in for the Recommender."""
 
-    def __init__(self, lists, constraints=None, relaxed=None) -> None:
+    def __init__(self, lists, constraints=None, relaxed=None, paths=None) -> None:
         self.lists, self.constraints, self.relaxed = lists, constraints or {}, relaxed or {}
+        self.paths = paths or {}  # turn -> the route step's "path" (what a hybrid router reports)
         self.store = InMemorySessionStore()
         self.turn = 0
         self.messages: list[str] = []
@@ -173,8 +174,11 @@ class ScriptedAgent:
         self.messages.append(text)
         ids = self.lists[min(self.turn, len(self.lists) - 1)]
         det = {"constraints": self.constraints.get(self.turn, {}), "relaxed": self.relaxed.get(self.turn, False)}
+        trace = [TraceStep("retrieve", 0.0, det)]
+        if self.turn in self.paths:
+            trace.insert(0, TraceStep("route", 0.0, {"path": self.paths[self.turn]}))
         self.turn += 1
-        return Reply(text="", items=[{"id": i} for i in ids], intent="recommend", trace=[TraceStep("retrieve", 0.0, det)])
+        return Reply(text="", items=[{"id": i} for i in ids], intent="recommend", trace=trace)
 
 
 def _target(i="g1", index=0):
@@ -193,6 +197,16 @@ def test_success_is_the_first_turn_showing_the_target(cat):
     s = aggregate_simulation([r, miss])["systems"]["s"]
     assert s["success_at_turn"] == {"1": 0.0, "2": 0.0, "3": 0.5, "4": 0.5}
     assert s["mean_turns_to_success"] == 3.0 and s["successes"] == 1
+    assert "route_paths" not in s  # an agent whose router reports no path
+
+
+def test_the_route_path_of_each_turn_is_counted(cat):
+    # a hybrid router says per turn whether the rules or the local LLM decided
+    ex = FactExtractor(cat)
+    agent = ScriptedAgent([["b1"], ["g3"], ["g1"]], paths={0: "rules", 1: "llm", 2: "rules"})
+    r = simulate_target(SimSystem(name="h"), agent, RuleShopper(ex), _target(), cat, ex, seed=0, max_turns=5)
+    assert [t.get("route_path") for t in r["turns"]] == ["rules", "llm", "rules"]
+    assert aggregate_simulation([r])["systems"]["h"]["route_paths"] == {"rules": 2, "llm": 1}
 
 
 def test_violations_are_counted_from_a_broken_agent(cat):

@@ -21,6 +21,9 @@ def test_each_part_compares_the_four_systems_on_its_targets(tmp_path):
     assert part_config("synthetic", d, "runs/x", synthetic_data=SMALL).dataset == SMALL
     leaf = part_config("dev-leaf", d, "runs/x")
     assert (dev.opening, leaf.opening, [s.name for s in leaf.systems]) == ("parent", "leaf", ["text-only", "built"])
+    hyb = part_config("dev-hybrid", d, "runs/x")
+    assert [(s.name, s.router, s.recommender_dir) for s in hyb.systems] == [("built", "offline", d), ("hybrid", "hybrid", d)]
+    assert (hyb.dataset, hyb.targets) == ("office-2014", "conversations")
     with pytest.raises(ValueError, match="unknown part"):
         part_config("beauty", d, "runs/x")
 

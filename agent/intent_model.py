@@ -50,7 +50,8 @@ _REPO = Path(__file__).resolve().parents[1]
 # (each written blind and measured once on a frozen router: 0.943, 0.940, 0.930; then added) and
 # openings_extra2 (600, written for training at the boundaries: products the shop does not sell, garbled
 # messages, chit-chat about work; the author saw no router, data or other set). Not the held-out intent
-# set, and not openings_holdout8 (written blind before this model was trained, measured once after).
+# set, and not openings_holdout8 / openings_holdout9 (written blind while / after this model was built,
+# each measured once on it).
 TRAINING_FILES = (
     "agent/data/router_train.jsonl",
     "tests/agent/data/intents.jsonl",

@@ -68,9 +68,9 @@ REFUSAL = ("I can't change how I work or share my instructions, but I'm happy to
 
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that point back at something shown ("why that?", "explain your picks").
-# the longest first message read as "why that one?" (see _route_rules)
-_SHORT_QUESTION_WORDS = 10
 _REFERS = re.compile(r"\b(it|that|this|these|those|one|ones|picks?|pick(?:ed)?|chose|choose|chosen|option|item|recommend\w*|suggest\w*|showing|shown|top|#\d)\b", re.I)
+# The longest first message read as "why that one?" (see _route_rules).
+_SHORT_QUESTION_WORDS = 10
 # "the one from before", "what was that one thing called": a reference with nothing shown to refer to
 _BACK_REFERENCE = re.compile(r"\b(?:the one (?:from )?(?:before|earlier|last time)|that one thing|what was (?:it|that)(?: one)?(?: thing)? called)\b", re.I)
 _QUESTION = re.compile(r"\?|^\W*(?:what|which|who|how|do|did|does|have|has|can|could|would|tell|remind|show|list|is|are)\b", re.I)

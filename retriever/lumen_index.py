@@ -167,7 +167,7 @@ class IndexedLumenRetriever(BaseRetriever):
                 full = self.lumen.dense_scores(dense[0], cand) + boost[cand]  # (C,) exact scores
                 # an item outside the fetch scores at most tau + its boost: only boosted ones that could
                 # beat the k-th score found so far need scoring (each item is scored once)
-                m = min(k, len(full))
+                m = min(k, len(full))  # the k-th best score so far (the lowest, with fewer than k allowed)
                 kth = float(np.partition(full, -m)[-m]) if m and m >= min(k, n_allowed) else -np.inf
                 extra = boosted[(tau + boost[boosted] >= kth) & ~np.isin(boosted, got)]
                 if extra.size:

@@ -56,9 +56,10 @@ def state_cache(capacity_bytes: int):
     """A RAM cache of llama.cpp states whose capacity bounds the memory it really holds.
 
     llama-cpp-python's ``LlamaRAMCache`` counts only each state's KV bytes, but every saved state also
-    carries a copy of the logits buffer, (n_batch, n_vocab) float32: 155 MB per state for Qwen2.5's
-    151,936-token vocabulary at n_batch 256. A "1 GB" cache grew a narrative benchmark process to 11 GB
-    (150 dev conversations, three narratives each). This one counts the logits and token ids too.
+    carries a copy of the logits of its tokens, float32 (min(n_tokens, n_batch), n_vocab): 0.6 MB a token
+    for Qwen2.5's 151,936-token vocabulary, up to 155 MB at n_batch 256 (64 MB for a 110-token prompt,
+    measured). A "1 GB" cache grew a narrative benchmark process to 11 GB (150 dev conversations, three
+    narratives each). This one counts the logits and token ids too.
     """
     llama_cpp = _import_llama_cpp()
 

@@ -93,9 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples
     from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig
-    from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig, assign_semantic_ids
-    from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_semantic_ids, peak_rss_mb, train_lumen_gen
-    from lumenrec.errors import ConfigError
+    from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig
+    from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, peak_rss_mb, run_semantic_ids, train_lumen_gen
     from lumenrec.data.registry import load_dataset
     from lumenrec.data.split import leave_one_out
     from lumenrec.eval.baselines import MarkovScorer, PopularityScorer
@@ -110,11 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     vecs, vec_source = _item_vectors(cat, args.ilm_checkpoint)
     out = Path(args.out)
     sid_cfg = SemanticIDConfig(mode=args.mode, levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
-    sids = load_semantic_ids(out / "model")  # a resumed run keeps the codes its rows were trained for
-    if sids is None:
-        sids = assign_semantic_ids(vecs, sid_cfg)
-    elif sids.config != sid_cfg or sids.num_items != len(cat):
-        raise ConfigError("out", str(out), f"holds a run with other semantic IDs ({sids.config}); use another --out")
+    sids = run_semantic_ids(out / "model", sid_cfg, len(cat), lambda: vecs)
     examples = build_examples(split.train, split.train_users, cat,
                               ExampleConfig(positions_per_user=args.positions, seed=args.seed), exclude_users=conv_users)
     narrators = sorted({e.narrator for e in examples if e.narrator})

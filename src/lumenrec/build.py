@@ -223,7 +223,8 @@ def build(config: BuildConfig) -> Path:
             print(f"  {name:<9} {secs:7.1f} s  {_fmt(metrics)}", flush=True)
         return metrics
 
-    ds = load_dataset(config.data, with_conversations=False)
+    # conversations only for the generative stage, which leaves their users out of its training
+    ds = load_dataset(config.data, with_conversations=config.generative)
     cat = ds.catalog
     split = leave_one_out(ds.interactions)
     n_inter = int(sum(len(s) for s in split.train_full))
@@ -372,17 +373,16 @@ def build(config: BuildConfig) -> Path:
     def _generative():
         from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples
         from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig
-        from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig, assign_semantic_ids
-        from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_semantic_ids, train_lumen_gen
+        from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig
+        from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, run_semantic_ids, train_lumen_gen
         from lumenrec.agent.recommender import write_manifest
         from lumenrec.retriever.ilm import ILMEncoder
 
         gdir = out / "generative"
-        sids = load_semantic_ids(gdir / "model")  # a continued run keeps the codes its rows were trained for
-        if sids is None or sids.num_items != len(cat):
-            sids = assign_semantic_ids(ILMEncoder.load(out / "ilm").item_vectors(), SemanticIDConfig(seed=config.seed))
+        sids = run_semantic_ids(gdir / "model", SemanticIDConfig(seed=config.seed), len(cat),
+                                lambda: ILMEncoder.load(out / "ilm").item_vectors())
         # the users of the dataset's REGEN-style conversations never train (as in `bench lumen_gen`)
-        conv_users = {c.user_id for c in load_dataset(config.data).conversations}
+        conv_users = {c.user_id for c in ds.conversations}
         examples = build_examples(split.train, split.train_users, cat, ExampleConfig(seed=config.seed),
                                   exclude_users=conv_users)
         model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=config.generative_backbone, seed=config.seed), sids)
@@ -397,10 +397,10 @@ def build(config: BuildConfig) -> Path:
                 "finished": bool(run.get("steps_total", 0) >= config.generative_steps)}
 
     if config.generative:
-        prev = state.data["stages"].get("generative")
-        if prev is not None and prev.get("key") == state.key("generative") and not prev["metrics"].get("finished", True):
+        prev = state.done("generative")  # recorded with these settings
+        if prev is not None and not prev["metrics"].get("finished", True):
             state.data["stages"].pop("generative")  # its time budget stopped it: this build continues the run
-        elif state.done("generative") is None and (out / "generative").exists():
+        elif prev is None and (out / "generative").exists():
             import shutil
 
             shutil.rmtree(out / "generative")  # other settings or rebuilt upstream models: the run starts over

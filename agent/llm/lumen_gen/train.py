@@ -25,7 +25,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from lumenrec.agent.llm.lumen_gen.model import (Encoded, GenerativeLumen, LumenG
 from lumenrec.errors import CheckpointError, ConfigError
 
 __all__ = ["LumenGenTrainConfig", "train_lumen_gen", "save_lumen_gen", "load_lumen_gen", "load_semantic_ids",
-           "examples_digest", "peak_rss_mb"]
+           "run_semantic_ids", "examples_digest", "peak_rss_mb"]
 
 log = logging.getLogger(__name__)
 KIND = "lumen_gen"
@@ -216,6 +216,20 @@ def load_semantic_ids(directory: str | Path):
     if cfg.get("kind") != KIND:
         raise CheckpointError(f"{directory}: not a generative LUMEN checkpoint (kind={cfg.get('kind')!r})")
     return sids_from(load_file(str(directory / MODEL_FILE)), cfg["semantic_ids"])
+
+
+def run_semantic_ids(directory: str | Path, config, num_items: int, item_vectors: Callable[[], np.ndarray]):
+    """The semantic IDs of the run checkpointed in `directory`: the checkpoint's own when it has one (a
+    continued run keeps the codes its rows were trained for), else assigned with `config` from
+    ``item_vectors()`` (called only then). A checkpoint of other codes or another catalogue size is refused."""
+    from lumenrec.agent.llm.lumen_gen.semantic_ids import assign_semantic_ids
+
+    sids = load_semantic_ids(directory)
+    if sids is None:
+        return assign_semantic_ids(item_vectors(), config)
+    if sids.config != config or sids.num_items != num_items:
+        raise ConfigError("out", str(directory), f"holds a run with other semantic IDs ({sids.config}); use another --out")
+    return sids
 
 
 def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item_ids: Sequence[str],

@@ -20,7 +20,8 @@ from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig, 
 from lumenrec.agent.llm.lumen_gen.retriever import GenerativeLumenNarrator, GenerativeLumenRetriever  # noqa: E402
 from lumenrec.agent.llm.lumen_gen.semantic_ids import (PrefixTrie, SemanticIDConfig, assign_semantic_ids,  # noqa: E402
                                                        kmeans, residual_kmeans)
-from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, load_lumen_gen, save_lumen_gen, train_lumen_gen  # noqa: E402
+from lumenrec.agent.llm.lumen_gen.train import (LumenGenTrainConfig, load_lumen_gen, run_semantic_ids,  # noqa: E402
+                                                save_lumen_gen, train_lumen_gen)
 from lumenrec.data import Catalog, Item  # noqa: E402
 from lumenrec.errors import CheckpointError, ConfigError, MissingExtraError  # noqa: E402
 from lumenrec.retriever.base import Query  # noqa: E402
@@ -213,6 +214,21 @@ def test_checkpoint_round_trip(sids, tmp_path):
     (d / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(CheckpointError, match="sha256"):
         load_lumen_gen(d, backbone=(_tiny_lm(len(tok)), tok))
+
+
+def test_a_run_keeps_its_checkpoint_codes_and_refuses_other_ones(sids, tmp_path):
+    def vectors():
+        raise AssertionError("a checkpointed run must not recompute its codes")
+
+    x, _ = _clustered()
+    fresh = run_semantic_ids(tmp_path / "none", sids.config, 20, lambda: x)  # no checkpoint: assigned
+    assert np.array_equal(fresh.codes, sids.codes)
+    d = save_lumen_gen(tmp_path / "ckpt", _model(sids), [f"i{j}" for j in range(20)])
+    assert np.array_equal(run_semantic_ids(d, sids.config, 20, vectors).codes, sids.codes)
+    with pytest.raises(ConfigError, match="other semantic IDs"):
+        run_semantic_ids(d, SemanticIDConfig(levels=2, codebook_size=4, seed=1), 20, vectors)
+    with pytest.raises(ConfigError, match="other semantic IDs"):
+        run_semantic_ids(d, sids.config, 21, vectors)
 
 
 def test_retriever_returns_catalogue_ids_without_history(sids):

@@ -67,7 +67,7 @@ def measure_system(directory: str | Path, *, queries: int = 200, warmup: int = 1
     # two separate loops: the in-memory baseline streams the whole (N, D) item matrix through the CPU
     # caches on every call, so interleaving it would slow the Chroma call after it (measured at 1e5:
     # p95 21.1 ms interleaved, ~19 ms alone), which a server answering retrievals never pays
-    through, memory, stats, got_lists = [], [], [], []
+    through, memory, rounds, got_lists = [], [], [], []
     for i, q in enumerate(qs):
         t = time.perf_counter()
         got, _ = ix.retrieve(q, 10)
@@ -75,7 +75,7 @@ def measure_system(directory: str | Path, *, queries: int = 200, warmup: int = 1
         if i >= warmup:
             through.append(dt)
             got_lists.append(got)
-            stats.append((ix.last_stats.get("path"), ix.last_stats.get("rounds", 1)))
+            rounds.append(ix.last_stats.get("rounds", 1))
     same = 0
     for i, q in enumerate(qs):
         t = time.perf_counter()
@@ -90,8 +90,8 @@ def measure_system(directory: str | Path, *, queries: int = 200, warmup: int = 1
         "from_pretrained_s": load_s,
         "retrieve_ms_chroma": {"p50": _pct(through, 50), "p95": _pct(through, 95)},
         "retrieve_ms_in_memory": {"p50": _pct(memory, 50), "p95": _pct(memory, 95)},
-        "top10_equal_in_memory": f"{same}/{len(stats)}",
-        "refetch_rounds_mean": float(np.mean([s[1] for s in stats])),
+        "top10_equal_in_memory": f"{same}/{len(through)}",
+        "refetch_rounds_mean": float(np.mean(rounds)),
         "queries": len(through), "target_p95_ms": 20.0,
         "load_average_1min_after": round(os.getloadavg()[0], 2),  # a busy 2-core box moves the p95 by ms
     }

@@ -91,6 +91,8 @@ TOOL_INTENT = {"recommend": Intent.RECOMMEND, "explain_item": Intent.EXPLAIN, "s
 # A pointer at something on screen the parser may not resolve.
 _POINTS = re.compile(r"\b(?:(?:the|that|this|those|these)\s+(?:\w+\s+){0,2}(?:one|ones)|that one|this one|it|its|"
                      r"them|those|these|that|this)\b", re.I)
+# the items on screen, pointed at ("any of these", "the blue one"; not "this weekend")
+_ON_SCREEN = re.compile(r"\b(?:(?:the|that|this|those|these)\s+(?:\w+\s+){0,2}(?:one|ones)|these|those|them)\b", re.I)
 _QUESTION = re.compile(r"\?\s*$|^\s*(?:does|do|is|are|can|could|will|would|has|have|how|what|which|who|where|"
                        r"when)\b", re.I)
 _RULES_REASON_CONFIDENT_EXPLAIN = "asks why / about a shown item"
@@ -216,6 +218,10 @@ def _stated_price(value: Any, message: str) -> float | None:
     return float(value) if float(value) in nums else None
 
 
+# the offline router's reason for a question that names a shown item (OfflineRouter._route_rules)
+_NAMED_ITEM_QUESTION = "a question about a shown item"
+
+
 class HybridRouter:
     """Rules first; the local LLM for the turns the rules cannot classify with confidence."""
 
@@ -238,22 +244,29 @@ class HybridRouter:
         if decision.confidence < self.config.min_confidence:
             return f"low confidence ({decision.confidence:.2f}: {decision.reason})"
         crit = decision.critique
+        # the item is resolved when the parser found the reference, or the rules named a shown item ("the
+        # FriXion", "the second one") in a question about it
+        resolved = (crit is not None and crit.item_ref is not None) or \
+            (decision.reason == _NAMED_ITEM_QUESTION and decision.target_item_ref is not None)
         if shown and self.config.resolve_references and decision.intent in (Intent.RECOMMEND, Intent.EXPLAIN) \
-                and (crit is None or crit.item_ref is None) and _POINTS.search(message) \
-                and not (crit is not None and crit.signal):
+                and not resolved and _POINTS.search(message) and not (crit is not None and crit.signal):
             return "a reference to a shown item the parser did not resolve"
         if shown and self.config.item_questions and _QUESTION.search(message) \
                 and decision.intent in (Intent.RECOMMEND, Intent.EXPLAIN, Intent.CLARIFY) \
-                and not (decision.intent == Intent.EXPLAIN and crit is not None and crit.item_ref is not None):
+                and not (decision.intent == Intent.EXPLAIN and resolved):
             return "a free question about the shown items"
         return None
 
-    def keeps_rules(self, rules: RouteDecision, llm_intent: Intent, message: str) -> bool:
+    def keeps_rules(self, rules: RouteDecision, llm_intent: Intent, message: str, session: Any = None) -> bool:
         """True when the model's answer may not replace the rules' decision: a message naming a
-        product is a shopper's ("I'm a label-everything person"), so the model may not send the rules'
-        recommend to a summary, smalltalk, a clarifying question or out of scope."""
-        return (rules.intent == Intent.RECOMMEND and llm_intent in _AWAY_FROM_SHOPPING
-                and hasattr(self.offline, "product_nouns") and bool(self.offline.product_nouns(message)))
+        product ("I'm a label-everything person"), or pointing at the items on screen ("I don't like any
+        of these"), is a shopper's, so the model may not send the rules' recommend to a summary,
+        smalltalk, a clarifying question or out of scope."""
+        if rules.intent != Intent.RECOMMEND or llm_intent not in _AWAY_FROM_SHOPPING:
+            return False
+        if hasattr(self.offline, "product_nouns") and self.offline.product_nouns(message):
+            return True
+        return bool(getattr(session, "last_shown", None)) and bool(_ON_SCREEN.search(message))
 
     def route(self, message: str, session: Any = None) -> RouteDecision:
         self.stats["turns"] += 1
@@ -274,8 +287,8 @@ class HybridRouter:
                                    "llm_error": f"{type(e).__name__}: {e}"[:300],
                                    "llm_ms": round((time.perf_counter() - t0) * 1000.0, 1)}
             return rules
-        if self.keeps_rules(rules, decision.intent, message):
-            rules.trace_details = {"path": "rules (llm overruled: names a product)", "why_llm": why,
+        if self.keeps_rules(rules, decision.intent, message, session):
+            rules.trace_details = {"path": "rules (llm overruled: a shopper's message)", "why_llm": why,
                                    "llm_intent": decision.intent.value,
                                    "llm_ms": round((time.perf_counter() - t0) * 1000.0, 1)}
             return rules
@@ -331,9 +344,9 @@ def enable_local_llm(recommender, llm=None, *, model: str | None = None, threads
     if routing:
         recommender.router = router
     if narratives:
-        from lumenrec.agent.narrative import NarrativeGenerator
+        from lumenrec.agent.narrative import LOCAL_PROMPT_VERSION, NarrativeGenerator
 
-        recommender.narrator = NarrativeGenerator(llm, recommender.catalog, prompt_version="narrative-v2",
+        recommender.narrator = NarrativeGenerator(llm, recommender.catalog, prompt_version=LOCAL_PROMPT_VERSION,
                                                   max_tokens=90, streaming=True)
         recommender.config.narrate_top = min(int(narrate_top), recommender.config.top_k)
     if warmup and routing:

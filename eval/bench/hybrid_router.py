@@ -56,6 +56,8 @@ class HybridBenchConfig:
     limit: int | None = None  # first N turns only (smoke run)
     cache_path: str | None = None  # per-turn JSONL; None = <cache>/bench/hybrid_router.jsonl
     write_docs: bool = True
+    turns: str | None = None  # the labelled set (JSONL); None = tests/agent/data/hybrid_turns.jsonl
+    name: str = "hybrid_router"  # results name: docs/results/NAME.json and its docs/benchmarks.md section
 
     def __post_init__(self) -> None:
         if not 1 <= self.threads <= 64:
@@ -151,7 +153,8 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
     from lumenrec.data.registry import cache_dir, load_dataset
 
     ds = load_dataset(cfg.data)
-    turns = load_turns()[: cfg.limit] if cfg.limit else load_turns()
+    turns_path = Path(cfg.turns) if cfg.turns else TURNS
+    turns = load_turns(turns_path)[: cfg.limit] if cfg.limit else load_turns(turns_path)
     parser = CritiqueParser(ds.catalog)
     offline = OfflineRouter(parser=parser)
     rules: dict[str, dict[str, Any]] = {}
@@ -172,7 +175,7 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
         why = router.needs_llm(rules[t["id"]]["decision"], t["text"], _session(t))
         if why is not None and llm_rows[t["id"]]["intent"] is not None:
             sent.append(t["id"])
-            if router.keeps_rules(rules[t["id"]]["decision"], Intent(llm_rows[t["id"]]["intent"]), t["text"]):
+            if router.keeps_rules(rules[t["id"]]["decision"], Intent(llm_rows[t["id"]]["intent"]), t["text"], _session(t)):
                 hybrid[t["id"]] = {**rules[t["id"]], "why": why, "llm_overruled": True}
             else:
                 hybrid[t["id"]] = {**llm_rows[t["id"]], "why": why}
@@ -194,7 +197,8 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
         agreement = None
     report = {
         "data": cfg.data, "model": key.split("|")[0], "prompt_version": ROUTE_PROMPT_VERSION,
-        "labelled_set": str(TURNS.relative_to(REPO)), "n": len(turns),
+        "labelled_set": str(turns_path.resolve().relative_to(REPO) if turns_path.resolve().is_relative_to(REPO)
+                            else turns_path), "n": len(turns),
         "rules": score(turns, rules), "llm": score(turns, llm_rows), "hybrid": score(turns, hybrid),
         "share_sent_to_llm": len(sent) / len(turns), "sent_to_llm": len(sent),
         "why_sent": dict(Counter(hybrid[i]["why"].split(" (")[0] for i in sent)),
@@ -204,7 +208,9 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
         "latency_threads_intent_agreement": agreement,
         "rules_ms_p50": float(np.percentile(rule_ms, 50)), "rules_ms_p95": float(np.percentile(rule_ms, 95)),
         "machine": f"{os.cpu_count()} cpu, shared (other jobs may run: see the notes)",
-        "command": "lumenrec bench hybrid_router" + (f" --limit {cfg.limit}" if cfg.limit else ""),
+        "command": "lumenrec bench hybrid_router" + (f" --limit {cfg.limit}" if cfg.limit else "")
+                   + (f" --turns {cfg.turns} --name {cfg.name}" if cfg.turns else "")
+                   + (f" --latency-threads {cfg.latency_threads}" if cfg.latency_threads != 2 else ""),
     }
     for k in ("rules", "llm", "hybrid"):
         report[k]["errors"] = report[k]["errors"][:60]
@@ -258,16 +264,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--cache", default=None)
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--turns", default=None, help="labelled turns (JSONL; default tests/agent/data/hybrid_turns.jsonl)")
+    ap.add_argument("--name", default="hybrid_router", help="results name (docs/results/NAME.json)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cfg = HybridBenchConfig(data=a.data, model=a.model, threads=a.threads, latency_threads=a.latency_threads,
-                            latency_n=a.latency_n, limit=a.limit, cache_path=a.cache, write_docs=not a.no_docs)
+                            latency_n=a.latency_n, limit=a.limit, cache_path=a.cache, write_docs=not a.no_docs,
+                            turns=a.turns, name=a.name)
     r = run_bench(cfg)
     md = to_markdown(r)
     if cfg.write_docs and not cfg.limit:
         from lumenrec.eval.report import publish
 
-        publish("hybrid_router", r, md, "Agent: hybrid routing with the local LLM (#19)")
+        title = "Agent: hybrid routing with the local LLM (#19)" + (f", set {Path(cfg.turns).name}" if cfg.turns else "")
+        publish(cfg.name, r, md, title)
     print(md)
     return 0
 

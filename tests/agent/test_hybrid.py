@@ -9,6 +9,7 @@ import pytest
 from lumenrec.agent.hybrid import (ROUTE_SYSTEM_PROMPT, ROUTE_TOOLS, HybridConfig, HybridRouter, decision_from_call,
                                    route_messages)
 from lumenrec.agent.intents import Intent
+from lumenrec.agent.router import RouteDecision
 from lumenrec.agent.llm.llamacpp import ToolCallResult
 from lumenrec.agent.session import Session
 from lumenrec.errors import ConfigError, LLMError
@@ -86,7 +87,7 @@ def test_low_confidence_goes_to_one_forced_call(tiny_catalog):
 
 
 @pytest.mark.parametrize("msg, why", [("the blue one but cheaper", "reference"),
-                                      ("does the second one come in black?", "question")])
+                                      ("is there a version in black?", "question")])
 def test_unresolved_references_and_item_questions_go_to_the_llm(tiny_catalog, shown_session, msg, why):
     llm = ScriptedToolLLM(("explain_item", {"item": 2}))
     d = _router(tiny_catalog, llm).route(msg, shown_session)
@@ -206,3 +207,26 @@ def test_the_model_may_not_send_a_message_naming_a_product_away_from_shopping(ti
     assert d.trace_details["path"].startswith("rules (llm overruled") and d.trace_details["llm_intent"] == "summarize_user"
     d2 = r.route("something to keep my life tidy", Session())  # no product named: the model decides
     assert d2.intent == Intent.SUMMARIZE_USER and d2.trace_details["path"] == "llm"
+
+
+def test_rules_answer_a_question_about_a_shown_item_without_the_llm(tiny_catalog, shown_session):
+    """A question naming a shown item (by position, or by a word of its title only it has) is explain,
+    decided by the rules; a question asking for other items stays a critique."""
+    llm = ScriptedToolLLM()
+    router = _router(tiny_catalog, llm)
+    d = router.route("does the second one come in black?", shown_session)
+    assert d.intent == Intent.EXPLAIN and d.target_item_ref == 1 and d.trace_details["path"] == "rules"
+    d = router.route("are the sticky ones any good?", shown_session)  # "sticky": only the notes' title
+    assert d.intent == Intent.EXPLAIN and d.target_item_ref == 2 and llm.calls == []
+    for msg in ("is there a cheaper one?", "can I get the second one in black?", "got anything that isn't Bic?"):
+        assert router.route(msg, shown_session).intent == Intent.RECOMMEND, msg
+
+
+def test_the_llm_may_not_send_a_message_about_the_shown_items_away_from_shopping(tiny_catalog, shown_session):
+    """'I don't like any of these' with items on screen is a critique: a model answer of out_of_scope
+    does not replace the rules' recommend (nothing shown: it may)."""
+    router = _router(tiny_catalog, ScriptedToolLLM())
+    rules = RouteDecision(Intent.RECOMMEND, 0.6, None, None, "test")
+    assert router.keeps_rules(rules, Intent.OUT_OF_SCOPE, "I don't like any of these", shown_session)
+    assert not router.keeps_rules(rules, Intent.OUT_OF_SCOPE, "I don't like any of these", Session())
+    assert not router.keeps_rules(rules, Intent.EXPLAIN, "I don't like any of these", shown_session)

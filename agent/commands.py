@@ -63,6 +63,8 @@ def _chat(args: argparse.Namespace) -> int:
             _print_reply(rec.chat(sid, args.message, history or None), args)
         else:
             rec.warmup()
+            # before the shopper types: with --llm local, the narrative prefix of their history is evaluated now
+            rec.prepare_narrator(rec.session(sid, history or None).history, background=True)
             print("lumenrec chat: type a message (empty line or Ctrl-D to quit).", file=sys.stderr)
             while True:
                 try:

@@ -30,7 +30,8 @@ from lumenrec.data.types import NARRATIVE_KINDS, Catalog, Conversation, Item
 from lumenrec.errors import LLMError, ToolInputError
 
 __all__ = ["PROMPT_VERSION", "PROMPT_VERSIONS", "NarrativeResult", "NarrativeGenerator", "OfflineNarrator", "GroundedNarrator",
-           "build_messages", "shopper_voice", "cap_sentences", "MAX_SENTENCES",
+           "build_messages", "shopper_voice", "cap_sentences", "MAX_SENTENCES", "LOCAL_PROMPT_VERSION", "max_sentences",
+           "shopper_prefix", "history_block", "item_card",
            "short_title"]
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,13 @@ log = logging.getLogger(__name__)
 # through: writing as the shopper ("I highly recommend them"), small inventions, running past the
 # requested length (answers are cut to the requested number of sentences).
 PROMPT_VERSION = "narrative-v1"
-PROMPT_VERSIONS = ("narrative-v1", "narrative-v2")
+PROMPT_VERSIONS = ("narrative-v1", "narrative-v2", "narrative-v3")
+# v3 (#19, the local model's default): the v2 rules, laid out for llama.cpp's prefix cache. Everything
+# fixed (rules, the three tasks) sits in the system prompt; the shopper's past purchases come next (the
+# same for every kind and every turn of a session: evaluated once, at session start, by
+# NarrativeGenerator.prepare); only the request, a short item card and a one-line task follow, ~60-90
+# tokens a narrative has to evaluate before its first token (v2: ~390).
+LOCAL_PROMPT_VERSION = "narrative-v3"
 
 _SYSTEM = ("You write short texts for an office-supplies shop. Use only the facts given. Never invent numbers, "
            "prices, pack sizes, sizes, colours or brand names. Write plain sentences: no lists, no headings.")
@@ -64,8 +71,32 @@ _TASKS_V2 = {
     "user_summary": "In two or three sentences, describe this shopper's tastes from their past purchases. Write about "
                     "them as 'this shopper' or 'they'.",
 }
+_SYSTEM_V3 = _SYSTEM_V2 + (
+    "\nYou write one of three texts, named on the last line:\n"
+    "- purchase reason: one or two sentences on why this shopper bought the item next; about them as 'this "
+    "shopper' or 'they'.\n"
+    "- endorsement: two sentences telling the shopper why the item suits them; as the shop, to the shopper "
+    "('you', 'your'), never as the shopper ('I', 'my').\n"
+    "- user summary: two or three sentences on this shopper's tastes from their past purchases; about them as "
+    "'this shopper' or 'they'.")
+_TASKS_V3 = {"purchase_reason": "Write the purchase reason.", "endorsement": "Write the endorsement.",
+             "user_summary": "Write the user summary."}
+# the header of v3's shopper block (the part prepare() evaluates ahead of the turn), or its stand-in
+_V3_HISTORY_HEAD = "Past purchases, oldest first:"
+_V3_NO_HISTORY = "Past purchases: none known."
 # v2: the most sentences kept per kind (the model sometimes runs on past the requested length)
 MAX_SENTENCES = {"purchase_reason": 2, "endorsement": 3, "user_summary": 3}
+# v3 asks for two sentences of endorsement and keeps two (v2 kept a third that ran past the request)
+MAX_SENTENCES_V3 = {**MAX_SENTENCES, "endorsement": 2}
+
+
+def max_sentences(kind: str, version: str) -> int:
+    """The most sentences a narrative of `kind` keeps under prompt `version` (v1: no cap)."""
+    if version == "narrative-v1":
+        return 99
+    return (MAX_SENTENCES_V3 if version == "narrative-v3" else MAX_SENTENCES).get(kind, 3)
+
+
 # the shopper's own voice in a text the shop writes ("I highly recommend them", "my desk")
 _SHOPPER_VOICE = re.compile(r"\bI\b|\bI'(?:m|ve|d|ll)\b|\b(?:my|me|mine|myself)\b", re.IGNORECASE)
 
@@ -75,10 +106,10 @@ def shopper_voice(text: str) -> bool:
     return bool(_SHOPPER_VOICE.search(text or ""))
 
 
-def cap_sentences(text: str, kind: str) -> str:
-    """The text cut to the number of sentences the v2 prompt asks for."""
+def cap_sentences(text: str, kind: str, version: str = "narrative-v2") -> str:
+    """The text cut to the number of sentences prompt `version` asks for."""
     spans = split_sentences(text)
-    n = MAX_SENTENCES.get(kind, 3)
+    n = max_sentences(kind, version)
     return text[: spans[n - 1][1]].strip() if len(spans) > n else text
 
 
@@ -104,20 +135,30 @@ def _cat(name: str) -> str:
     return " ".join(w if (w.isupper() and len(w) > 1) else w.lower() for w in name.split())
 
 
-def _first_sentence(text: str, max_chars: int = 180) -> str:
+def _prose_sentence(text: str) -> str:
+    """The first sentence of a description when it is prose (>= 4 words, starting with a letter) and the
+    description is not flagged by the screening (catalogue text is data: never quote orders in it); else ""."""
     text = re.sub(r"\s+", " ", text or "").strip()
     spans = split_sentences(text)
     if not spans:
         return ""
     s = text[spans[0][0]:spans[0][1]].strip()
-    if len(s) > max_chars or len(s.split()) < 4 or not s[0].isalpha():
+    if len(s.split()) < 4 or not s[0].isalpha():
         return ""
-    from lumenrec.agent.intents import INJECTION_RX  # catalogue text is data: never quote orders in it
+    from lumenrec.agent.intents import INJECTION_RX
     from lumenrec.data.screening import screen_text
 
     if INJECTION_RX.search(text) or screen_text(text).flagged:  # nothing of a flagged description is quoted
         return ""
-    return s if s[-1] in ".!?" else s + "."
+    return s
+
+
+def _first_sentence(text: str, max_chars: int = 180) -> str:
+    """The description's first sentence, ended with a full stop; "" when it is longer than `max_chars`."""
+    s = _prose_sentence(text)
+    if len(s) > max_chars:
+        return ""
+    return s if not s or s[-1] in ".!?" else s + "."
 
 
 def _join(names: Sequence[str]) -> str:
@@ -135,6 +176,8 @@ def build_messages(kind: str, item: Item | None, history: Sequence[Item], critiq
         raise ToolInputError(f"prompt version must be one of {', '.join(PROMPT_VERSIONS)}, got {version!r}")
     if kind not in NARRATIVE_KINDS:
         raise ToolInputError(f"narrative kind must be one of {', '.join(NARRATIVE_KINDS)}, got {kind!r}")
+    if version == "narrative-v3":
+        return _messages_v3(kind, item, history, critique)
     lines: list[str] = []
     if item is not None and kind != "user_summary":
         lines.append("Recommended item:")
@@ -161,7 +204,73 @@ def build_messages(kind: str, item: Item | None, history: Sequence[Item], critiq
     return [{"role": "system", "content": _SYSTEM_V2 if v2 else _SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
-_ECHO_RE = re.compile(r"^(?:the shopper asked:|recommended item:|the shopper's past purchases|- title:)", re.IGNORECASE)
+def _brief(text: str, max_chars: int) -> str:
+    """The description's first sentence (see _prose_sentence), cut at a word before `max_chars` ("..."
+    marks a cut)."""
+    s = _prose_sentence(text)
+    if len(s) > max_chars:
+        s = s[:max_chars].rsplit(" ", 1)[0].rstrip(" ,;:-(") + "..."
+    return s
+
+
+def history_block(history: Sequence[Item], max_history: int = 8) -> str:
+    """v3's shopper block: the last `max_history` purchases as short titles (+ brand), one per line."""
+    recent = list(history)[-max_history:]
+    if not recent:
+        return _V3_NO_HISTORY + "\n"
+    return _V3_HISTORY_HEAD + "\n" + "".join(
+        f"- {short_title(h, 14)}" + (f" (brand: {h.brand})" if h.brand else "") + "\n" for h in recent)
+
+
+def item_card(item: Item, max_description_chars: int = 90) -> str:
+    """v3's item facts on one line: a short title, brand, the leaf category and the description's start."""
+    title = short_title(item, 12)
+    parts = [f"Item: {title}."]
+    low = title.lower()
+    # brand and category only where the short title does not already say them (every token here is
+    # one the first narrative token waits for)
+    if item.brand and item.brand.lower() not in low:
+        parts.append(f"Brand: {item.brand}.")
+    if item.categories and not all(w.rstrip("s") in low for w in re.findall(r"[a-z]+", item.categories[-1].lower())
+                                   if w not in ("and", "for", "of", "the")):
+        parts.append(f"Category: {item.categories[-1]}.")
+    for k, v in sorted(item.attributes.items())[:3]:
+        parts.append(f"{k}: {v}.")
+    if item.price is not None:
+        parts.append(f"Price: ${item.price:.2f}.")
+    about = _brief(item.description, max_description_chars)
+    if about:
+        parts.append(f"About: {about}")
+    return " ".join(parts)
+
+
+def _messages_v3(kind: str, item: Item | None, history: Sequence[Item], critique: str | None) -> list[dict]:
+    # order matters: system, then the shopper block (shared by every kind and turn of a session), then
+    # what is new this turn; the shopper block ends with a newline and what follows starts with a letter,
+    # so the tokens of the shopper-block prompt are a prefix of every full prompt's (prepare() checks)
+    user = history_block(history)
+    if kind != "user_summary":
+        if critique and critique.strip():
+            user += f'Request: "{critique.strip()}"\n'
+        if item is not None:
+            user += item_card(item) + "\n"
+    user += _TASKS_V3[kind]
+    return [{"role": "system", "content": _SYSTEM_V3}, {"role": "user", "content": user}]
+
+
+def shopper_prefix(render, history: Sequence[Item]) -> str:
+    """The rendered v3 prompt text up to the end of the shopper block: what every narrative prompt of
+    this shopper starts with. `render` turns chat messages into the model's prompt text."""
+    block = history_block(history)
+    full = render(_messages_v3("user_summary", None, history, None))
+    cut = full.find(block)
+    if cut < 0:  # pragma: no cover - a template that rewrites the user's text
+        raise LLMError("the chat template changed the shopper block: no prefix to prepare")
+    return full[:cut + len(block)]
+
+
+_ECHO_RE = re.compile(r"^(?:the shopper asked:|recommended item:|the shopper's past purchases|- title:|past purchases|"
+                      r"request:|item:)", re.IGNORECASE)
 
 
 def _echoes_prompt(text: str) -> bool:
@@ -436,6 +545,23 @@ class NarrativeGenerator:
         self.regenerate, self.min_words = regenerate, min_words
         self.offline = OfflineNarrator()
 
+    def prepare(self, history: Sequence[Item]) -> float:
+        """Evaluate this shopper's prompt prefix (system prompt + past purchases) ahead of their turns, so a
+        narrative then evaluates only its request, item card and task line before its first token.
+
+        Only prompt narrative-v3 on an LLM with a prefix cache (``warm``: llama.cpp) has such a prefix;
+        otherwise nothing happens. Returns seconds. Call it when a session opens (the shopper's history is
+        known before their first message): :meth:`~lumenrec.agent.recommender.Recommender.open_session`.
+        """
+        if self.prompt_version != "narrative-v3" or self.llm is None or not hasattr(self.llm, "warm"):
+            return 0.0
+        t0 = time.perf_counter()
+        try:
+            self.llm.warm(shopper_prefix(self.llm.render, list(history)))
+        except LLMError as e:  # a turn without the prefix only costs time
+            log.warning("could not prepare the narrative prefix: %s", e)
+        return time.perf_counter() - t0
+
     def facts(self, kind: str, item: Item | None, history: Sequence[Item], critique: str | None) -> Facts:
         items = [item] if item is not None and kind != "user_summary" else []
         extra = [critique] if critique and kind != "user_summary" else []
@@ -498,7 +624,7 @@ class NarrativeGenerator:
 
     def _clean(self, text: str, kind: str) -> str:
         t = _clean_output(text)
-        return cap_sentences(t, kind) if self.prompt_version != PROMPT_VERSION else t
+        return cap_sentences(t, kind, self.prompt_version) if self.prompt_version != PROMPT_VERSION else t
 
     def stream(self, kind: str, item: Item | None, history: Sequence[Item], *, user_id: str = "",
                critique: str | None = None) -> Iterator[str | NarrativeResult]:
@@ -519,7 +645,7 @@ class NarrativeGenerator:
             return
         facts = self.facts(kind, item, history, critique)
         messages = build_messages(kind, item, history, critique, version=self.prompt_version)
-        limit = MAX_SENTENCES.get(kind, 3) if self.prompt_version != PROMPT_VERSION else 99
+        limit = max_sentences(kind, self.prompt_version)
         kept: list[str] = []
         dropped: list[str] = []
         raw, buf = "", ""

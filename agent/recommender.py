@@ -448,6 +448,36 @@ class Recommender:
             s.session_id = session_id
         return s
 
+    def open_session(self, session_id: str, history: Sequence[str] | None = None) -> float:
+        """Start `session_id` with the shopper's past purchases (item ids) before their first message, and
+        let the narrator prepare for them: with the local LLM (prompt narrative-v3) it evaluates the
+        shopper's prompt prefix now, so that the turns that follow start their narratives ~1 s after the
+        items instead of several. Returns the seconds spent preparing (0 with the offline narrator).
+
+        An existing session keeps its history; history ids not in the catalogue are dropped.
+        """
+        if not isinstance(session_id, str) or not session_id:
+            raise ToolInputError(f"session_id must be a non-empty string, got {session_id!r}")
+        session = self.session(session_id, history)
+        self.store.put(session)
+        return self.prepare_narrator(session.history)
+
+    def prepare_narrator(self, history: Sequence[str], *, background: bool = False) -> float:
+        """Let the narrator prepare for a shopper with these past purchases (item ids): see
+        :meth:`open_session`. ``background``: in a daemon thread (a server answers the session's creation
+        at once; a turn that comes sooner waits for the model's lock). Returns seconds (0 in background)."""
+        prepare = getattr(self.narrator, "prepare", None)
+        if prepare is None:
+            return 0.0
+        # the same screened items the turns' narratives see, so that their prompts start with this prefix
+        items = [self.screen.display_item(h) for h in history if h in self.catalog]
+        if background:
+            import threading
+
+            threading.Thread(target=prepare, args=(items,), name="narrator-prepare", daemon=True).start()
+            return 0.0
+        return float(prepare(items))
+
     def remove_constraint(self, session_id: str, field_name: str, value: str | None = None) -> Constraints:
         """Drop one active constraint of a session and return what is left.
 
@@ -584,7 +614,8 @@ class Recommender:
                 if rank <= self.config.narrate_top and getattr(self.narrator, "streaming", False):
                     # a streaming narrator (#19): the item line first, then its narrative as it is written
                     yield f"{rank}. {_item_line(item)} - "
-                    why = yield from self._narrate_stream("endorsement", item, hist, session, crit.original or message)
+                    why = yield from self._narrate_stream("endorsement", item, hist, session, crit.original or message,
+                                                          det if rank == 1 else None)
                     yield "\n"
                 else:
                     why = self._narrate("endorsement", item, hist, session, crit.original or message) \
@@ -744,8 +775,9 @@ class Recommender:
         return n.narrate(kind, item, history, user_id=uid, critique=critique)
 
     def _narrate_stream(self, kind: str, item: Item | None, history: list[Item], session: Session,
-                        critique: str | None) -> Generator[str, None, str]:
-        """Yield the narrator's pieces as they come; return the whole narrative."""
+                        critique: str | None, details: dict[str, Any] | None = None) -> Generator[str, None, str]:
+        """Yield the narrator's pieces as they come; return the whole narrative. `details` (a trace step's)
+        gets the model's first-token and first-piece seconds and which generator wrote the text."""
         text = ""
         for piece in self.narrator.stream(kind, item, history, user_id=session.user_id or session.session_id,
                                           critique=critique):
@@ -753,6 +785,9 @@ class Recommender:
                 yield piece
             else:
                 text = piece.text
+                if details is not None:
+                    details.update(first_token_s=piece.first_token_s, first_piece_s=piece.first_piece_s,
+                                   generator=piece.generator, prompt_version=piece.prompt_version)
         return text
 
     def resolve_item_ref(self, session: Session, ref: str) -> str | None:

@@ -275,6 +275,11 @@ class LlamaCppLLM:
                             "finish_reason": ch.get("finish_reason") or "stop",
                             "prompt_evaluated": int(evaluated), "seconds": time.perf_counter() - t0}
 
+    def warm(self, prompt: str) -> dict:
+        """Evaluate `prompt` (a rendered prompt prefix) into the KV and state caches without using its
+        output, so a later prompt that starts with the same tokens evaluates only the rest."""
+        return self.complete(prompt, max_tokens=1)[1]
+
     def reset(self) -> None:
         """Forget the KV state (the next call evaluates its whole prompt). Greedy output is deterministic
         for a given cache state; reusing a cached prefix evaluates the tail in smaller batches, whose

@@ -474,6 +474,9 @@ class DemoBackend:
             s.user_id = conv.user_id
             s.history = [h for h in conv.history if h in self.catalog]
         self.rec.store.put(s)
+        local = self._llm_recs.get("local")
+        if local is not None and s.history:  # the local LLM is on: prepare its narrative prefix for this shopper
+            local.prepare_narrator(s.history, background=True)
         return sid
 
     def reset(self, old_session_id: str | None, user_choice: str = "") -> str:

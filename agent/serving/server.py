@@ -838,6 +838,8 @@ def create_app(recommender, config: ServeConfig | None = None):
         s = Session(session_id=p.key(sid), user_id=body.user_id, history=list(body.history))
         if not store.create(s):
             raise StarletteHTTPException(409, f"you already have a session {sid!r}")
+        # with --llm local: the shopper's narrative prompt prefix is evaluated now, before their first turn
+        rec.prepare_narrator(s.history, background=True)
         return {"session_id": sid, "user_id": s.user_id, "history": s.history}
 
     @app.get("/v1/sessions/{session_id}", summary="A session: history, shown items, constraints, turns")

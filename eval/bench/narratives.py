@@ -8,9 +8,11 @@ Generators (``--generators``):
   the target's vector for purchase reasons and endorsements, the mean of the history's vectors for
   user summaries. The adaptor comes from ``--adaptor`` or is trained once into the cache;
 - ``local`` (#19): the best installed local model on llama.cpp (``--local-model``; the 1.5B when
-  assembled) with prompt ``narrative-v2``, *streamed* as the agent shows it: checked sentences are
-  released as the model finishes them (unsupported ones dropped), so each row also has the time to
-  the model's first token and to the first piece shown;
+  assembled) with prompt ``--local-prompt`` (default ``narrative-v3``, the agent's), *streamed* as the
+  agent shows it: checked sentences are released as the model finishes them (unsupported ones
+  dropped), so each row also has the time to the model's first token and to the first piece shown.
+  With v3 each conversation's shopper prefix is prepared first, as the agent does when a session
+  opens (``prepare_s``, timed apart from the narratives);
 - ``openai``: any OpenAI-compatible model, added when ``--base-url`` is given.
 
 Metrics per (generator, kind), against the dev set's hand-written references: ROUGE-L F1 (mean
@@ -43,6 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lumenrec.agent.narrative import LOCAL_PROMPT_VERSION, PROMPT_VERSIONS
 from lumenrec.data.types import NARRATIVE_KINDS, Catalog, Conversation
 from lumenrec.errors import ConfigError
 
@@ -66,6 +69,7 @@ class NarrativeBenchConfig:
     model: str | None = None  # the OpenAI-compatible model id
     local_model: str | None = None  # the "local" generator's model (registry name / .gguf); None = best installed
     local_threads: int = 1  # llama.cpp threads of the "local" generator
+    local_prompt: str = LOCAL_PROMPT_VERSION  # the "local" generator's prompt version
     adaptor_dir: str | None = None  # soft-prompt adaptor; None = <cache>/models/softprompt-<source>, trained if missing
     ilm_checkpoint: str | None = None  # ILM item vectors; None = MiniLM stand-in vectors
     cache_path: str | None = None  # per-item JSONL cache; None = <cache>/bench/narratives.jsonl
@@ -96,6 +100,8 @@ class NarrativeBenchConfig:
             raise ConfigError("limit", self.limit, "must be >= 1")
         if self.max_tokens < 1:
             raise ConfigError("max_tokens", self.max_tokens, "must be >= 1")
+        if self.local_prompt not in PROMPT_VERSIONS:
+            raise ConfigError("local_prompt", self.local_prompt, f"must be one of {PROMPT_VERSIONS}")
 
 
 # ------------------------------------------------------------------------------------------ cache
@@ -146,6 +152,8 @@ class _Counting:
         self.llm, self.count_tokens = llm, count_tokens
         self.name, self.model = getattr(llm, "name", "llm"), getattr(llm, "model", "?")
         self.tokens = 0
+        if hasattr(llm, "warm") and hasattr(llm, "render"):  # a prefix-cached backend: prepare() reaches it
+            self.warm, self.render = llm.warm, llm.render
 
     def generate(self, messages, max_tokens=128, temperature=0.0, stop=None):
         out = self.llm.generate(messages, max_tokens, temperature, stop)
@@ -248,8 +256,8 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
 
             local = make_local_llm(cfg.local_model, num_threads=cfg.local_threads, fallback=False)
             llm = _Counting(local, count_tokens)
-            narr = NarrativeGenerator(llm, cat, max_tokens=90, prompt_version="narrative-v2")
-            tag = f"{local.model}:narrative-v2:{cfg.local_threads}thr"
+            narr = NarrativeGenerator(llm, cat, max_tokens=90, prompt_version=cfg.local_prompt)
+            tag = f"{local.model}:{cfg.local_prompt}:{cfg.local_threads}thr"
         else:
             from lumenrec.agent.llm.backends import OpenAILLM
 
@@ -257,6 +265,7 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
             narr, tag = NarrativeGenerator(llm, cat, max_tokens=cfg.max_tokens), f"openai:{cfg.base_url}:{cfg.model}"
         todo = [(k, c) for c in convs for k in cfg.kinds]  # conversation by conversation: a partial run covers every kind
         bar = tqdm(todo, desc=f"narratives {gen_name}", unit="text", disable=not cfg.progress)
+        prepared = None  # the conversation whose shopper prefix the local model holds
         for kind, conv in bar:
             key = f"{gen_name}|{tag}|{PROMPT_VERSION}|{cfg.max_tokens}|{kind}|{conv.user_id}|{conv.target}"
             if cache.get(key):
@@ -266,7 +275,13 @@ def run_bench(cfg: NarrativeBenchConfig, *, encoder=None) -> dict[str, Any]:
                 missing += 1
                 continue
             keys.append(key)
-            cache.add(_one(narr, soft, vecs, cat, conv, kind, gen_name, key))
+            prepare_s = None
+            if gen_name == "local" and prepared is not conv:  # a session opens: its shopper prefix first
+                prepare_s = narr.prepare([cat.get(h) for h in conv.history if h in cat])
+                prepared = conv
+            row = _one(narr, soft, vecs, cat, conv, kind, gen_name, key)
+            row["prepare_s"] = prepare_s
+            cache.add(row)
         bar.close()
 
     rows = [cache.rows[k] for k in keys]
@@ -359,6 +374,9 @@ def score_rows(rows: Sequence[dict[str, Any]], refs: dict[tuple[str, str], Conve
             "template_repetition": template_repetition(hyps),
             "first_token_p50_s": _p50([r.get("first_token_s") for r in rs]),
             "first_piece_p50_s": _p50([r.get("first_piece_s") for r in rs]),
+            "first_token_p95_s": _pct([r.get("first_token_s") for r in rs], 95),
+            # the shopper prefix evaluated when a session opens (v3), once per conversation
+            "prepare_p50_s": _p50([r.get("prepare_s") for r in rs]),
         })
     return out
 
@@ -372,9 +390,13 @@ def template_repetition(texts: Sequence[str], n_words: int = 4) -> float:
     return float(np.mean([counts[h] > 1 for h in heads])) if heads else 0.0
 
 
-def _p50(xs: Sequence[float | None]) -> float | None:
+def _pct(xs: Sequence[float | None], q: float) -> float | None:
     xs = [x for x in xs if x is not None]
-    return float(np.percentile(xs, 50)) if xs else None
+    return float(np.percentile(xs, q)) if xs else None
+
+
+def _p50(xs: Sequence[float | None]) -> float | None:
+    return _pct(xs, 50)
 
 
 def _paired(rows: list[dict[str, Any]], a: str, b: str) -> list[dict[str, Any]]:
@@ -393,21 +415,31 @@ def _write_docs(result: dict[str, Any]) -> None:
     name = result["config"].get("name", "narratives")
     write_json(name, result)
     headers = ["generator", "kind", "n", "ROUGE-L", "BLEU", "cosine", "unsupp. before", "unsupp. after",
-               "fallback", "words", "templ. rep.", "p50 s", "p95 s", "first token p50 s", "first piece p50 s", "tok/s"]
+               "fallback", "words", "templ. rep.", "p50 s", "p95 s", "first token p50 / p95 s", "first piece p50 s", "tok/s",
+               "session prepare p50 s"]
     rows = [[r["generator"], r["kind"], r["n"], r["rougeL"], r["bleu"], r["cosine"], r["unsupported_before"],
              r["unsupported_after"], r["offline_fallback"], round(r["mean_words"], 1), r.get("template_repetition"),
              round(r["latency_p50_s"], 3), round(r["latency_p95_s"], 3),
-             None if r.get("first_token_p50_s") is None else round(r["first_token_p50_s"], 2),
+             None if r.get("first_token_p50_s") is None else
+             f"{r['first_token_p50_s']:.2f} / {r['first_token_p95_s']:.2f}",
              None if r.get("first_piece_p50_s") is None else round(r["first_piece_p50_s"], 2),
-             None if r["tokens_per_s"] is None else round(r["tokens_per_s"], 1)]
+             None if r["tokens_per_s"] is None else round(r["tokens_per_s"], 1),
+             None if r.get("prepare_p50_s") is None else round(r["prepare_p50_s"], 2)]
             for r in result["results"]]
-    note = (f"**{result['run']}** on `{result['data']}` dev conversations, prompt `{result['prompt_version']}`. "
+    local = "local" in result["config"]["generators"]
+    note = (f"**{result['run']}** on `{result['data']}` dev conversations, prompt `{result['prompt_version']}`"
+            + (f" (local generator: `{result['config'].get('local_prompt')}`, streamed"
+               + (", each conversation's shopper prefix prepared first as a session opens: 'session prepare', "
+                  "not in the narratives' latency" if result["config"].get("local_prompt") == "narrative-v3" else "")
+               + ")" if local else "") + ". "
             "ROUGE-L: mean F1; BLEU: corpus sacrebleu; cosine: MiniLM embeddings vs the hand-written reference; "
             "unsupp. before/after: share of texts with an unsupported claim in the LLM's first answer / in the final "
             "text after the grounding checker (regenerate, repair, offline fallback); fallback: share that ended "
             "with the offline narrator. Latency covers all attempts of one narrative on 1 CPU thread.\n\n"
             "Command: `python -m lumenrec.eval.bench.narratives" + (f" --limit {result['config']['limit']}" if result['config']['limit'] else "")
             + (f" --generators {','.join(result['config']['generators'])} --name {name}" if name != "narratives" else "")
+            + (f" --local-prompt {result['config'].get('local_prompt')}"
+               if local and result["config"].get("local_prompt") != LOCAL_PROMPT_VERSION else "")
             + (" --kinds " + ",".join(result["config"]["kinds"]) if tuple(result["config"]["kinds"]) != NARRATIVE_KINDS else "")
             + (" --ilm-checkpoint ILM_DIR" if result["config"].get("ilm_checkpoint") else "")
             + (" --cached-only" if result["config"].get("cached_only") else "") + "`"
@@ -439,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="model id for --base-url")
     p.add_argument("--local-model", default=None, help="the local generator's model (default: the best installed)")
     p.add_argument("--local-threads", type=int, default=1, help="llama.cpp threads of the local generator")
+    p.add_argument("--local-prompt", default=LOCAL_PROMPT_VERSION, choices=PROMPT_VERSIONS,
+                   help="the local generator's prompt version (default: the agent's)")
     p.add_argument("--adaptor", default=None, help="soft-prompt adaptor dir (default: cached, trained if missing)")
     p.add_argument("--ilm-checkpoint", default=None, help="ILM checkpoint for the item vectors (default: MiniLM stand-in)")
     p.add_argument("--cache", default=None, help="per-item JSONL cache (default <cache>/bench/narratives.jsonl)")
@@ -456,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         data=a.data, limit=a.limit, kinds=tuple(k.strip() for k in a.kinds.split(",") if k.strip()),
         generators=tuple(g.strip() for g in a.generators.split(",") if g.strip()), base_url=a.base_url, model=a.model,
         adaptor_dir=a.adaptor, ilm_checkpoint=a.ilm_checkpoint, cache_path=a.cache, max_tokens=a.max_tokens,
-        local_model=a.local_model, local_threads=a.local_threads, name=a.name,
+        local_model=a.local_model, local_threads=a.local_threads, local_prompt=a.local_prompt, name=a.name,
         write_docs=not a.no_docs, progress=not a.no_progress, cached_only=a.cached_only, start=a.start)
     res = run_bench(cfg)
     print(json.dumps(res["results"], indent=2))

@@ -171,3 +171,27 @@ def test_hybrid_agent_with_the_real_model(llm, tiny_catalog):
     assert route2.details["path"] in ("llm", "rules (llm failed)") and "why_llm" in route2.details
     if route2.details["path"] == "llm":
         assert route2.details["tool"] in ("recommend", "explain_item", "summarize_user", "smalltalk", "out_of_scope")
+
+
+def test_narrative_v3_prefix_prepared_at_session_start_is_reused(llm):
+    """The shopper prefix NarrativeGenerator.prepare evaluates is a token prefix of every v3 narrative
+    prompt, so a narrative then evaluates only its own tail (request, item card, task line)."""
+    from lumenrec.agent.narrative import NarrativeGenerator, build_messages, shopper_prefix
+    from lumenrec.data import Item
+
+    hist = [Item("h1", "Post-it Super Sticky Notes, 3 x 3, Yellow", "Post-it", ["Office", "Notes"]),
+            Item("h2", "Scotch Magic Tape (810)", "Scotch", ["Office", "Tape"])]
+    item = Item("g1", "Pilot G2 Retractable Gel Pens, Fine Point, Black, 12 Pack", "Pilot", ["Office", "Gel Pens"],
+                description="Smooth gel ink and a comfortable grip for everyday writing. Refillable.")
+    llm.reset()
+    gen = NarrativeGenerator(llm, prompt_version="narrative-v3", max_tokens=8)
+    prefix = llm.tokenize(shopper_prefix(llm.render, hist))
+    gen.prepare(hist)
+    for kind, crit in (("endorsement", "gel pens please, not BIC"), ("user_summary", None)):
+        full = llm.tokenize(llm.render(build_messages(kind, item, hist, crit, version="narrative-v3")))
+        assert full[:len(prefix)] == prefix, kind
+        llm.generate_with_usage(build_messages(kind, item, [Item("z", "Other shopper's stapler", "Swingline", [])],
+                                               crit, version="narrative-v3"), max_tokens=2)  # the KV moves away
+        _, usage = llm.generate_with_usage(build_messages(kind, item, hist, crit, version="narrative-v3"), max_tokens=2)
+        # the state cache brings the prepared prefix back: only the tail is evaluated
+        assert usage["prompt_evaluated"] <= len(full) - len(prefix) + 1, (kind, usage, len(full), len(prefix))

@@ -321,3 +321,26 @@ def test_replies_carry_constraints_and_one_can_be_dropped(client):
     bad = client.delete(f"/v1/sessions/{sid}/constraints/colour")
     assert bad.status_code == 400 and "unknown constraint" in bad.text
     assert client.delete("/v1/sessions/nope/constraints/max_price").status_code == 404
+
+
+def test_creating_a_session_prepares_the_narrator_for_the_shopper(client, rec):
+    """With --llm local the narrator evaluates the shopper's prompt prefix when the session is created
+    (in the background: the 201 does not wait), so their first turn does not pay for it."""
+    import threading
+
+    seen, done = [], threading.Event()
+
+    class Preparing:  # the narrator protocol plus prepare(), as NarrativeGenerator has
+        streaming = False
+
+        def narrate(self, kind, item, history, *, user_id="", critique=None):
+            return "Fine pens."
+
+        def prepare(self, history):
+            seen.append([h.id for h in history])
+            done.set()
+            return 0.1
+
+    rec.narrator = Preparing()
+    new_session(client, history=["p1", "p2"])
+    assert done.wait(5) and seen == [["p1", "p2"]]

@@ -88,6 +88,55 @@ def _narratives(model, ds, n: int) -> dict[str, Any]:
     return {"cases": len(convs), "rougeL": {k: float(np.mean(v)) for k, v in rows.items()}, "examples": examples}
 
 
+def _rank_metrics(scores: np.ndarray, histories, targets) -> dict[str, float]:
+    """Full-catalogue metrics of (B, N) scores: each row's history masked, then the target's rank."""
+    from lumenrec.eval.metrics import mask_history, metrics_from_ranks, ranks_from_scores
+
+    s = np.array(scores, dtype=np.float64, copy=True)
+    mask_history(s, histories)
+    return metrics_from_ranks(ranks_from_scores(s, targets), ks=(1, 5, 10, 20))
+
+
+def _dev_critiques(model, ds, tower: str | None, pop, markov) -> dict[str, Any]:
+    """The dataset's conversations (the dev set: never trained on) as the critique turn: history + the
+    shopper's critique -> the target, full-catalogue ranks (history masked) for every scorer on the same
+    cases: generative LUMEN with and without the critique, and, with ``tower`` (a built system
+    directory), its LUMEN tower in memory and its SASRec, beside the whole-critique text retriever."""
+    from lumenrec.retriever.base import Query
+    from lumenrec.retriever.text_retriever import TextRetriever
+
+    cat = ds.catalog
+    convs = [c for c in ds.conversations if c.critique and c.target in cat]
+    hists = [np.array([cat.index_of(h) for h in c.history if h in cat], dtype=np.int64) for c in convs]
+    targets = np.array([cat.index_of(c.target) for c in convs])
+
+    def m(scores: np.ndarray) -> dict[str, float]:
+        return _rank_metrics(scores, hists, targets)
+
+    rows: dict[str, dict[str, float]] = {}
+    t0 = time.perf_counter()
+    rows["lumen_gen (+ critique)"] = m(np.stack([model.score_items(model.prompt(list(h), c.critique))
+                                                  for h, c in zip(hists, convs)]))
+    rows["lumen_gen (history only)"] = m(np.stack([model.score_items(model.prompt(list(h), None)) for h in hists]))
+    gen_s = time.perf_counter() - t0
+    rows["text-only (whole critique)"] = m(TextRetriever(cat).score([Query(text=c.critique) for c in convs]))
+    if tower:
+        from lumenrec.agent.recommender import Recommender
+        from lumenrec.retriever.sasrec import SASRecRetriever
+
+        rec = Recommender.from_pretrained(tower, warm=False)
+        lumen = getattr(rec.retriever, "lumen", rec.retriever)  # the tower in memory, not its Chroma index
+        rows["tower LUMEN (+ critique)"] = m(lumen.score([Query(history=list(c.history), text=c.critique) for c in convs]))
+        rows["tower LUMEN (history only)"] = m(lumen.score([Query(history=list(c.history)) for c in convs]))
+        sas = Path(tower) / "sasrec"
+        if sas.is_dir():
+            rows["SASRec (history only)"] = m(SASRecRetriever.from_pretrained(sas, cat).score(
+                [Query(history=list(c.history)) for c in convs]))
+    rows["markov (history only)"] = m(markov(hists))
+    rows["popularity"] = m(pop(hists))
+    return {"cases": len(convs), "metrics": rows, "lumen_gen_seconds": gen_s, "tower": tower}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -98,7 +147,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from lumenrec.data.registry import load_dataset
     from lumenrec.data.split import leave_one_out
     from lumenrec.eval.baselines import MarkovScorer, PopularityScorer
-    from lumenrec.eval.metrics import mask_history, metrics_from_ranks, ranks_from_scores
     from lumenrec.retriever.ilm import torch_threads
 
     t_all = time.perf_counter()
@@ -134,9 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: dict[str, dict[str, float]] = {}
 
     def metrics(scores: np.ndarray, idx: list[int]) -> dict[str, float]:
-        s = np.array(scores, dtype=np.float64, copy=True)
-        mask_history(s, [cases.histories[i] for i in idx])
-        return metrics_from_ranks(ranks_from_scores(s, cases.targets[idx]), ks=(1, 5, 10, 20))
+        return _rank_metrics(scores, [cases.histories[i] for i in idx], cases.targets[idx])
 
     all_idx = list(range(len(cases)))
     pop = PopularityScorer(split.train_full, len(cat))
@@ -154,6 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rows["popularity (same cases)"] = metrics(pop([cases.histories[i] for i in with_c]), with_c)
         beams = [model.beam_search(model.prompt(h, None), 10) for h in cases.histories[: args.beam_users]]
         narratives = _narratives(model, ds, args.narrative_cases)
+        dev = _dev_critiques(model, ds, args.tower, pop, markov) \
+            if args.dev_critiques and ds.conversations else None
     valid = sum(len(b) for b in beams)
     eval_s = time.perf_counter() - t_eval
     epochs = train["steps_total"] * args.batch_size / len(examples)
@@ -172,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "eval": {"cases": len(cases), "cases_with_critique": len(with_c), "seconds": eval_s, "metrics": rows,
                  "beam_top10": {"users": len(beams), "items_returned": valid,
                                 "valid_catalogue_items": sum(1 for b in beams for i, _ in b if 0 <= i < len(cat))},
-                 "narratives": narratives},
+                 "narratives": narratives, "dev_critiques": dev},
         "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - t_all, "torch_threads": torch.get_num_threads(),
         "machine": machine_info(),
     }
@@ -213,7 +261,16 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"Purchase reasons for {nv['cases']} of the store's conversations (never trained on) vs their references, "
         f"ROUGE-L F1: generative LUMEN {nv['rougeL']['lumen_gen']:.3f}, the offline narrator (which wrote its training "
         f"narratives) {nv['rougeL']['offline narrator']:.3f}.",
-    ] if (nv := r["eval"].get("narratives", {})).get("cases") else []))
+    ] if (nv := r["eval"].get("narratives", {})).get("cases") else []) + ([
+        "",
+        f"The dataset's {dv['cases']} conversations (never trained on) as the critique turn: history + the shopper's "
+        f"critique -> the target, full-catalogue ranks (history masked), every row on the same cases"
+        + (f"; tower = the LUMEN tower of `{dv['tower']}` in memory" if dv.get("tower") else "")
+        + f" (generative LUMEN scoring: {dv['lumen_gen_seconds']:.0f} s):",
+        "",
+        markdown_table(["scorer", "R@10", "N@10", "R@1", "MRR"],
+                       [[k, v["recall@10"], v["ndcg@10"], v["recall@1"], v["mrr"]] for k, v in dv["metrics"].items()]),
+    ] if (dv := r["eval"].get("dev_critiques")) else []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-users", type=int, default=100)
     ap.add_argument("--beam-users", type=int, default=30)
     ap.add_argument("--narrative-cases", type=int, default=20, help="store conversations whose purchase reason is written")
+    ap.add_argument("--dev-critiques", action="store_true",
+                    help="also rank the targets of the dataset's conversations (the dev set) from history + critique")
+    ap.add_argument("--tower", default=None, help="with --dev-critiques: a built system directory (lumenrec build) "
+                                                  "whose LUMEN tower and SASRec score the same cases")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="lumen_gen", help="results name (docs/results/NAME.json)")
     ap.add_argument("--no-publish", action="store_true")

@@ -18,7 +18,7 @@ def test_bench_lumen_gen_end_to_end(tmp_path, monkeypatch):
     backbone = save_tiny_backbone(tmp_path / "tiny")
     args = ["--data", "synthetic:num_items=150,num_users=150,num_conversations=5,max_seq_len=20", "--backbone", str(backbone),
             "--out", str(tmp_path / "run"), "--steps", "4", "--checkpoint-every", "2", "--threads", "1",
-            "--eval-users", "8", "--beam-users", "3", "--levels", "2", "--codebook-size", "4"]
+            "--eval-users", "8", "--beam-users", "3", "--levels", "2", "--codebook-size", "4", "--dev-critiques"]
     assert lumen_gen.main(args) == 0
     r = json.loads((tmp_path / "docs" / "results" / "lumen_gen.json").read_text())
     assert r["train"]["steps_total"] == 4 and r["short_run"] and r["items"] == 150
@@ -30,6 +30,10 @@ def test_bench_lumen_gen_end_to_end(tmp_path, monkeypatch):
     nv = r["eval"]["narratives"]
     assert nv["cases"] == 5 and set(nv["rougeL"]) == {"lumen_gen", "offline narrator"}
     assert all(0.0 <= v <= 1.0 for v in nv["rougeL"].values())
+    dev = r["eval"]["dev_critiques"]  # the store's conversations as critique turns, every scorer on the same cases
+    assert dev["cases"] == 5 and {"lumen_gen (+ critique)", "lumen_gen (history only)", "text-only (whole critique)",
+                                  "markov (history only)", "popularity"} == set(dev["metrics"])
+    assert all(v["n"] == 5 and 0.0 <= v["recall@10"] <= 1.0 for v in dev["metrics"].values())
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "<!-- bench:lumen-gen -->" in md and "SHORT RUN" in md and r["command"] in md
     # a second call with more steps resumes the checkpoint instead of starting over

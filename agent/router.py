@@ -47,7 +47,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -59,7 +59,7 @@ from lumenrec.data.types import Catalog
 from lumenrec.errors import ConfigError, MissingExtraError
 
 __all__ = ["Intent", "RouteDecision", "Router", "OfflineRouter", "OfflineRouterConfig", "REFUSAL",
-           "evaluate_router"]
+           "evaluate_router", "PRECISE_OPENING_RULES", "PRECISE_SCENE_RULES", "scene_decision"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,15 @@ PRECISE_OPENING_RULES = frozenset({
     "points at an item, but nothing was shown",
 })
 
+# The rules that decide a turn on their own once items are shown: right on >= 95% of the in-scene turns
+# they fired on in the labelled sets (hybrid_turns, hybrid_holdout2, hybrid_train: see
+# eval/bench/scene_rules.py); every other in-scene turn goes to the in-conversation intent model
+# (lumenrec.agent.intent_model.SCENE_WEIGHTS).
+PRECISE_SCENE_RULES = frozenset({
+    "no words", "injection pattern", "asks what is known about them", "greeting / thanks / about the assistant",
+    "thanks / compliments / about the assistant", "asks for know-how, not a product",
+})
+
 @dataclass
 class RouteDecision:
     """The router's answer for one message."""
@@ -150,11 +159,12 @@ class RouteDecision:
     critique: Critique | None = None
     target_item_ref: int | None = None   # 0-based index into the session's last shown list
     reason: str = ""
+    note: str = ""  # what a model read beside the rule that decided ("scene model: recommend 0.91")
 
     def to_dict(self) -> dict[str, Any]:
         return {"intent": self.intent.value, "confidence": self.confidence,
                 "critique": self.critique.to_dict() if self.critique else None,
-                "target_item_ref": self.target_item_ref, "reason": self.reason}
+                "target_item_ref": self.target_item_ref, "reason": self.reason, "note": self.note}
 
 
 @runtime_checkable
@@ -197,6 +207,13 @@ class OfflineRouterConfig:
     # chosen by leaving one labelled openings set out at a time over the seven sets, before the eighth
     # was measured; 0.6 before the sixth and seventh sets were added).
     fallback_min_probability: float = 0.5
+    # Once items are shown, the in-conversation intent model replaces the rules' intent (on the turns no
+    # precise rule decides, PRECISE_SCENE_RULES) when it is at least this sure (chosen by leaving one scene
+    # out at a time over its training rows, among the settings that keep all 150 dev critiques recommend:
+    # eval/bench/scene_router.py); "model" fallback only.
+    scene_min_probability: float = 0.4
+    # False: the rules alone decide in-conversation turns (the router before the scene model; benchmarks)
+    scene_model: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in ("learned", "tfidf", "minilm"):
@@ -205,6 +222,8 @@ class OfflineRouterConfig:
             raise ConfigError("fallback", self.fallback, "must be 'model' or 'prototypes'")
         if not 0.0 <= self.fallback_min_probability <= 1.0:
             raise ConfigError("fallback_min_probability", self.fallback_min_probability, "must be in [0, 1]")
+        if not 0.0 <= self.scene_min_probability <= 1.0:
+            raise ConfigError("scene_min_probability", self.scene_min_probability, "must be in [0, 1]")
         if not self.learned_c > 0:
             raise ConfigError("learned_c", self.learned_c, "must be > 0")
         if not 1 <= self.ngram_min <= self.ngram_max:
@@ -359,10 +378,27 @@ class OfflineRouter:
             self._intent_model = IntentModel.load()
         return self._intent_model
 
+    @property
+    def scene_model(self):
+        """The in-conversation intent model (loaded on first use; shared by the routers of a process)."""
+        if getattr(self, "_scene_model", None) is None:
+            from lumenrec.agent.intent_model import SCENE_WEIGHTS, IntentModel
+
+            self._scene_model = IntentModel.load(SCENE_WEIGHTS)
+        return self._scene_model
+
     def warmup(self) -> None:
-        """Load what the first undecided message would (the intent model and its text encoder)."""
+        """Load what the first undecided message would (the intent models and their text encoder)."""
         if self.config.backend != "learned" and self.config.fallback == "model":
             self.intent_model.scores("warm up")
+            if self.config.scene_model:
+                self.scene_model.scores("warm up")
+
+    def _route_by_scene_model(self, text: str, rules: RouteDecision, shown: list[str]) -> RouteDecision:
+        """The in-conversation model's call on a turn with items on screen that no precise rule decides
+        (see :func:`scene_decision`)."""
+        probs = self.scene_model.scores(text)  # the whole message, as the model was trained
+        return scene_decision(rules, probs, self.config.scene_min_probability, lambda: self._named_shown(text, shown))
 
     def _route_by_model(self, text: str, rules: RouteDecision) -> RouteDecision:
         """The intent model's call on a first message the rules do not decide precisely: another
@@ -425,9 +461,11 @@ class OfflineRouter:
         text = " ".join(message.split())
         shown: list[str] = list(getattr(session, "last_shown", None) or [])
         rules = self._route_rules(text, shown)
-        if (self.config.fallback == "model" and self.config.backend != "learned" and not shown
-                and rules.reason not in PRECISE_OPENING_RULES):
-            return self._route_by_model(text, rules)
+        if self.config.fallback == "model" and self.config.backend != "learned":
+            if not shown and rules.reason not in PRECISE_OPENING_RULES:
+                return self._route_by_model(text, rules)
+            if shown and self.config.scene_model and rules.reason not in PRECISE_SCENE_RULES:
+                return self._route_by_scene_model(text, rules, shown)
         return rules
 
     def _route_rules(self, text: str, shown: list[str]) -> RouteDecision:
@@ -496,6 +534,9 @@ class OfflineRouter:
         # covered in dried-out markers"), not a question about the world
         if oos and not named and not (constrained and (shown or nouns)) and not (nouns and not _QUESTION.search(text)):
             return RouteDecision(Intent.OUT_OF_SCOPE, 0.9, crit, None, "outside shopping")
+        if shown and crit is not None and crit.signal:
+            # "I'll take the first one", "something else": the agent records the signal and shows what follows
+            return RouteDecision(Intent.RECOMMEND, 0.9, crit, ref, "accepts or rejects a shown item")
         if crit is not None and (constrained or named or crit.signal or crit.item_ref is not None):
             return RouteDecision(Intent.RECOMMEND, 0.9, crit, ref, "critique with constraints or references")
         if not content or (not nouns and set(content) <= _CONTEXT_WORDS):
@@ -523,6 +564,28 @@ class OfflineRouter:
         if best != Intent.RECOMMEND.value and scores[best] >= need:
             return RouteDecision(Intent(best), float(scores[best]), crit, ref, f"nearest prototype ({scores[best]:.2f})")
         return RouteDecision(Intent.RECOMMEND, 0.6, crit, ref, "content words, no other intent matched")
+
+
+def scene_decision(rules: RouteDecision, probs: dict[str, float], min_probability: float,
+                   named: Callable[[], int | None] = lambda: None) -> RouteDecision:
+    """The in-conversation model's intent replaces the rules' when it is at least `min_probability` sure;
+    the rules' critique and item reference are kept (an explain question the rules did not tie to an item
+    is about the item it names, `named()`, else the first shown one). When the rules' intent stands, its reason still names the rule (the hybrid reads
+    it) and the model's agreement raises its confidence, so a turn both are sure of is not sent to an LLM.
+    A rejection of the shown items ("something else", "nah, not these") is never too vague: the agent
+    records it and shows others."""
+    if rules.critique is not None and rules.critique.signal == "reject":
+        probs = {k: v for k, v in probs.items() if k != Intent.CLARIFY.value}
+    best = max(probs, key=probs.get)
+    note = f"scene model: {best} {probs[best]:.2f}"
+    if best == rules.intent.value or probs[best] < min_probability:
+        conf = max(rules.confidence, probs[best]) if best == rules.intent.value else rules.confidence
+        return RouteDecision(rules.intent, conf, rules.critique, rules.target_item_ref, rules.reason, note)
+    ref = rules.target_item_ref
+    if best == Intent.EXPLAIN.value and ref is None:
+        ref = named()
+        ref = 0 if ref is None else ref
+    return RouteDecision(Intent(best), probs[best], rules.critique, ref, f"scene model ({note}; rules: {rules.reason})", note)
 
 
 def _variants(w: str) -> set[str]:

@@ -23,6 +23,7 @@ version and threads). Writes docs/results/hybrid_router.json and its docs/benchm
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -93,7 +94,12 @@ def _llm_rows(router, turns: list[dict[str, Any]], cache_path: Path, key: str, t
 
     cache = ResultCache(cache_path)
     out: dict[str, dict[str, Any]] = {}
-    todo = [t for t in turns if cache.get(f"{key}|{threads}|{t['id']}") is None]
+
+    def k(t: dict[str, Any]) -> str:  # the text and the scene too: two sets may reuse an id
+        h = hashlib.sha256(json.dumps([t["text"], t["shown"]]).encode("utf-8")).hexdigest()[:12]
+        return f"{key}|{threads}|{t['id']}|{h}"
+
+    todo = [t for t in turns if cache.get(k(t)) is None]
     if todo:
         router.llm.reset() if hasattr(router.llm, "reset") else None
         router.warmup()  # the fixed prefix into the KV cache first (not part of any turn's time)
@@ -111,10 +117,10 @@ def _llm_rows(router, turns: list[dict[str, Any]], cache_path: Path, key: str, t
                    "prompt_evaluated": usage.get("prompt_evaluated"), "completion_tokens": usage.get("completion_tokens")}
         except Exception as e:
             row = {"intent": None, "ref": None, "error": f"{type(e).__name__}: {e}"[:200]}
-        row.update(key=f"{key}|{threads}|{t['id']}", seconds=time.perf_counter() - t0)
+        row.update(key=k(t), seconds=time.perf_counter() - t0)
         cache.add(row)
     for t in turns:
-        out[t["id"]] = cache.get(f"{key}|{threads}|{t['id']}")
+        out[t["id"]] = cache.get(k(t))
     return out
 
 
@@ -137,6 +143,27 @@ def score(turns: list[dict[str, Any]], preds: dict[str, dict[str, Any]]) -> dict
                        for t, o in zip(turns, ok) if not o]}
 
 
+def _hybrid(router, turns: list[dict[str, Any]], rules: dict[str, dict[str, Any]],
+            llm_rows: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The hybrid's answer per turn from the rules' decisions and the LLM-alone answers (one call per
+    turn, computed once): what HybridRouter.route would return. Also the ids of the turns sent."""
+    from lumenrec.agent.intents import Intent
+
+    hybrid: dict[str, dict[str, Any]] = {}
+    sent = []
+    for t in turns:
+        why = router.needs_llm(rules[t["id"]]["decision"], t["text"], _session(t))
+        if why is not None and llm_rows[t["id"]]["intent"] is not None:
+            sent.append(t["id"])
+            if router.overruled(rules[t["id"]]["decision"], Intent(llm_rows[t["id"]]["intent"]), t["text"], _session(t)):
+                hybrid[t["id"]] = {**rules[t["id"]], "why": why, "llm_overruled": True}
+            else:
+                hybrid[t["id"]] = {**llm_rows[t["id"]], "why": why}
+        else:
+            hybrid[t["id"]] = rules[t["id"]] if why is None else {**rules[t["id"]], "why": why, "llm_failed": True}
+    return hybrid, sent
+
+
 def _pct(xs: list[float]) -> dict[str, float | None]:
     if not xs:
         return {"n": 0, "p50_s": None, "p95_s": None}
@@ -146,10 +173,9 @@ def _pct(xs: list[float]) -> dict[str, float | None]:
 
 def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
     from lumenrec.agent.critique import CritiqueParser
-    from lumenrec.agent.hybrid import ROUTE_PROMPT_VERSION, HybridRouter
+    from lumenrec.agent.hybrid import ROUTE_PROMPT_VERSION, HybridConfig, HybridRouter
     from lumenrec.agent.llm.backends import make_local_llm
-    from lumenrec.agent.router import OfflineRouter
-    from lumenrec.agent.intents import Intent
+    from lumenrec.agent.router import OfflineRouter, OfflineRouterConfig
     from lumenrec.data.registry import cache_dir, load_dataset
 
     ds = load_dataset(cfg.data)
@@ -169,18 +195,14 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
     key = f"{llm.model}|{ROUTE_PROMPT_VERSION}"
     router = HybridRouter(llm, offline=offline, parser=parser, catalog=ds.catalog)
     llm_rows = _llm_rows(router, turns, cache_path, key, cfg.threads)
-    hybrid: dict[str, dict[str, Any]] = {}
-    sent = []
-    for t in turns:
-        why = router.needs_llm(rules[t["id"]]["decision"], t["text"], _session(t))
-        if why is not None and llm_rows[t["id"]]["intent"] is not None:
-            sent.append(t["id"])
-            if router.keeps_rules(rules[t["id"]]["decision"], Intent(llm_rows[t["id"]]["intent"]), t["text"], _session(t)):
-                hybrid[t["id"]] = {**rules[t["id"]], "why": why, "llm_overruled": True}
-            else:
-                hybrid[t["id"]] = {**llm_rows[t["id"]], "why": why}
-        else:
-            hybrid[t["id"]] = rules[t["id"]] if why is None else {**rules[t["id"]], "why": why, "llm_failed": True}
+    hybrid, sent = _hybrid(router, turns, rules, llm_rows)
+    # the same LLM answers, had the LLM decided the intent of every turn it is sent (HybridConfig.llm_intent)
+    router_li = HybridRouter(llm, offline=offline, parser=parser, catalog=ds.catalog, config=HybridConfig(llm_intent=True))
+    hybrid_li, _ = _hybrid(router_li, turns, rules, llm_rows)
+    # the offline router before the in-conversation intent model (the rules alone once items are shown)
+    before = OfflineRouter(parser=parser, config=OfflineRouterConfig(scene_model=False))
+    rules_before = {t["id"]: {"intent": (d := before.route(t["text"], _session(t))).intent.value, "ref": _ref(d)}
+                    for t in turns}
     lat = {cfg.threads: _pct([llm_rows[t["id"]]["seconds"] for t in turns])}
     lat_sent = {cfg.threads: _pct([llm_rows[i]["seconds"] for i in sent])}
     if cfg.latency_threads and cfg.latency_threads != cfg.threads:
@@ -200,6 +222,7 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
         "labelled_set": str(turns_path.resolve().relative_to(REPO) if turns_path.resolve().is_relative_to(REPO)
                             else turns_path), "n": len(turns),
         "rules": score(turns, rules), "llm": score(turns, llm_rows), "hybrid": score(turns, hybrid),
+        "hybrid_llm_intent": score(turns, hybrid_li), "rules_before_scene_model": score(turns, rules_before),
         "share_sent_to_llm": len(sent) / len(turns), "sent_to_llm": len(sent),
         "why_sent": dict(Counter(hybrid[i]["why"].split(" (")[0] for i in sent)),
         "llm_errors": sum(1 for r in llm_rows.values() if r.get("intent") is None),
@@ -212,7 +235,7 @@ def run_bench(cfg: HybridBenchConfig) -> dict[str, Any]:
                    + (f" --turns {cfg.turns} --name {cfg.name}" if cfg.turns else "")
                    + (f" --latency-threads {cfg.latency_threads}" if cfg.latency_threads != 2 else ""),
     }
-    for k in ("rules", "llm", "hybrid"):
+    for k in ("rules", "llm", "hybrid", "hybrid_llm_intent", "rules_before_scene_model"):
         report[k]["errors"] = report[k]["errors"][:60]
     return report
 
@@ -221,16 +244,23 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines = [f"Model `{r['model']}` (llama.cpp), routing prompt `{r['prompt_version']}`, {r['n']} labelled turns "
              f"(`{r['labelled_set']}`, written after the prompt was frozen).", "",
              "| router | intent accuracy | item-ref accuracy | sent to the LLM |", "|---|---|---|---|"]
-    for k, name in (("rules", "rules alone (offline router)"), ("llm", "LLM alone (one forced tool call per turn)"),
-                    ("hybrid", "**hybrid** (rules; LLM when unsure)")):
+    sent = f"{100 * r['share_sent_to_llm']:.1f}% ({r['sent_to_llm']})"
+    rows = [("rules_before_scene_model", "offline router before the in-conversation intent model", "0"),
+            ("rules", "offline router (rules + intent models)", "0"),
+            ("llm", "LLM alone (one forced tool call per turn)", "100%"),
+            ("hybrid_llm_intent", "hybrid, the LLM decides the intent of the turns it is sent (`llm_intent=True`)", sent),
+            ("hybrid", "**hybrid** (default: the LLM resolves items and critique arguments, the router the intent)", sent)]
+    for k, name, share in rows:
+        if k not in r:
+            continue
         s = r[k]
-        share = {"rules": "0", "llm": "100%", "hybrid": f"{100 * r['share_sent_to_llm']:.1f}% ({r['sent_to_llm']})"}[k]
         ref = f"{s['ref_accuracy']:.3f} (n={s['ref_n']})" if s["ref_accuracy"] is not None else "-"
         lines.append(f"| {name} | {s['accuracy']:.3f} ({s['correct']}/{s['n']}) | {ref} | {share} |")
-    lines += ["", "| kind | n | rules | LLM | hybrid |", "|---|---|---|---|---|"]
-    for kind, v in r["rules"]["per_kind"].items():
-        lines.append(f"| {kind} | {v['n']} | {v['accuracy']:.3f} | {r['llm']['per_kind'][kind]['accuracy']:.3f} | "
-                     f"{r['hybrid']['per_kind'][kind]['accuracy']:.3f} |")
+    for part in ("per_kind", "per_intent"):
+        lines += ["", f"| {part.removeprefix('per_')} | n | rules | LLM | hybrid |", "|---|---|---|---|---|"]
+        for kind, v in r["rules"][part].items():
+            lines.append(f"| {kind} | {v['n']} | {v['accuracy']:.3f} | {r['llm'][part][kind]['accuracy']:.3f} | "
+                         f"{r['hybrid'][part][kind]['accuracy']:.3f} |")
     lines += ["", "| LLM call latency | turns | p50 (s) | p95 (s) |", "|---|---|---|---|"]
     for thr, v in r["llm_call_latency_all_turns"].items():
         if v["n"]:
@@ -241,11 +271,13 @@ def to_markdown(r: dict[str, Any]) -> str:
     lines.append(f"| rules (route()) | {r['n']} | {r['rules_ms_p50'] / 1000:.5f} | {r['rules_ms_p95'] / 1000:.5f} |")
     if r.get("why_sent"):
         lines += ["", "Why the hybrid sent a turn: " + ", ".join(f"{k}: {v}" for k, v in r["why_sent"].items()) + "."]
-    lines += ["", "Prompt history (disclosed): `hybrid-route-v1` was frozen before the set was written, smoke-run on "
-              "its first 4 turns (0/4: shopping requests sent to clarify/summarize_user), then `hybrid-route-v2` was "
-              "tuned on 18 messages of the offline router's own set (`tests/agent/data/intents.jsonl`), not on this "
-              "set. v2 offers no clarify/refuse tools (the rules keep those intents), so the LLM alone cannot get "
-              "the set's 15 clarify and 20 injection turns right."]
+    n_of = {k: v["n"] for k, v in r["rules"]["per_intent"].items()}
+    lines += ["", "Prompt history (disclosed): `hybrid-route-v1` was frozen before the first set (hybrid_turns) was "
+              "written, smoke-run on its first 4 turns (0/4: shopping requests sent to clarify/summarize_user), then "
+              "`hybrid-route-v2` was tuned on 18 messages of the offline router's own set "
+              "(`tests/agent/data/intents.jsonl`), not on a hybrid set. v2 offers no clarify/refuse tools (the rules "
+              f"keep those intents), so the LLM alone cannot get this set's {n_of.get('clarify', 0)} clarify and "
+              f"{n_of.get('injection', 0)} injection turns right."]
     if r.get("load_note"):
         lines.append(r["load_note"])
     if r.get("latency_threads_intent_agreement") is not None:

@@ -92,3 +92,23 @@ def test_scene_router_report_reads_only_turns_on_screen(tmp_path, monkeypatch):
                          "command": "lumenrec bench scene_router", "seconds": 1.0})
     assert "| injection pattern | 2 | 1.000 | yes |" in md and "| 16 | 1.5 | 0.4 | 0.900 | 0.90 |" in md
     assert "| 1 | 0 | 0.4 | 0.500 | 0.50 |" in md  # the shipped setting is listed
+
+
+@pytest.mark.parametrize("name", ["hybrid_turns", "hybrid_holdout2", "hybrid_holdout3", "hybrid_train", "hybrid_train2"])
+def test_hybrid_sets_are_well_formed(name):
+    """Every labelled hybrid set: unique ids, a known intent, `shown` empty exactly for scene none, the same
+    three items for every row of a scene, and an item reference inside the shown list."""
+    from pathlib import Path
+
+    from lumenrec.agent.intents import Intent
+
+    path = Path(__file__).resolve().parents[2] / "agent" / "data" / f"{name}.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 200 and len({r["id"] for r in rows}) == len(rows)
+    scenes: dict[str, list] = {}
+    for r in rows:
+        assert {"id", "scene", "shown", "kind", "intent", "ref", "text"} <= set(r) and r["text"].strip(), r
+        assert r["intent"] in {i.value for i in Intent}, r
+        assert (r["scene"] == "none") == (not r["shown"]), r
+        assert scenes.setdefault(r["scene"], r["shown"]) == r["shown"], r
+        assert r["ref"] is None or 0 <= r["ref"] < len(r["shown"]), r

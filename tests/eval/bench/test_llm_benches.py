@@ -94,7 +94,8 @@ def test_scene_router_report_reads_only_turns_on_screen(tmp_path, monkeypatch):
     assert "| 1 | 0 | 0.4 | 0.500 | 0.50 |" in md  # the shipped setting is listed
 
 
-@pytest.mark.parametrize("name", ["hybrid_turns", "hybrid_holdout2", "hybrid_holdout3", "hybrid_train", "hybrid_train2"])
+@pytest.mark.parametrize("name", ["hybrid_turns", "hybrid_holdout2", "hybrid_holdout3", "hybrid_holdout4", "hybrid_train",
+                                  "hybrid_train2", "hybrid_train3"])
 def test_hybrid_sets_are_well_formed(name):
     """Every labelled hybrid set: unique ids, a known intent, `shown` empty exactly for scene none, the same
     three items for every row of a scene, and an item reference inside the shown list."""

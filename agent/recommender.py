@@ -380,6 +380,8 @@ class Recommender:
             decision = router.route(message, session)
             det.update(router=type(router).__name__, intent=decision.intent.value, reason=decision.reason,
                        confidence=round(decision.confidence, 3), **getattr(decision, "trace_details", {}))
+            if getattr(decision, "note", ""):  # what an intent model read beside the rule that decided
+                det["note"] = decision.note
         reply = yield from self.run_decision(session, message, decision, trace)
         return reply
 

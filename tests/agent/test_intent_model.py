@@ -221,3 +221,15 @@ def test_read_rows_filters_by_scene(tmp_path):
     p.write_text('{"text": "x", "intent": "recommend", "shown": "1"}\n')
     with pytest.raises(ConfigError, match=r"rows.jsonl:1"):
         im.read_rows([p], scene=True)
+
+
+def test_the_reply_trace_shows_the_scene_models_read(tiny_catalog):
+    from lumenrec.agent.recommender import Recommender
+    from lumenrec.retriever.text_retriever import TextRetriever
+
+    rec = Recommender(tiny_catalog, TextRetriever(tiny_catalog))
+    rec.offline_router._scene_model = _SceneSpy({"recommend": 0.97})
+    rec.chat("s", "I need pens")
+    r = rec.chat("s", "cheaper please")
+    route = next(s for s in r.trace if s.name == "route")
+    assert route.details["note"] == "scene model: recommend 0.97" and r.intent == "recommend"

@@ -142,9 +142,9 @@ PRECISE_OPENING_RULES = frozenset({
 })
 
 # The rules that decide a turn on their own once items are shown: right on >= 95% of the in-scene turns
-# they fired on in the labelled sets (hybrid_turns, hybrid_holdout2, hybrid_train: see
-# eval/bench/scene_rules.py); every other in-scene turn goes to the in-conversation intent model
-# (lumenrec.agent.intent_model.SCENE_WEIGHTS).
+# they fired on in the scene model's labelled sets (lumenrec.agent.intent_model.SCENE_TRAINING_FILES; each
+# rule's precision: eval/bench/scene_router.py); every other in-scene turn goes to the in-conversation
+# intent model (lumenrec.agent.intent_model.SCENE_WEIGHTS).
 PRECISE_SCENE_RULES = frozenset({
     "no words", "injection pattern", "asks what is known about them", "greeting / thanks / about the assistant",
     "thanks / compliments / about the assistant", "asks for know-how, not a product",
@@ -570,8 +570,9 @@ def scene_decision(rules: RouteDecision, probs: dict[str, float], min_probabilit
                    named: Callable[[], int | None] = lambda: None) -> RouteDecision:
     """The in-conversation model's intent replaces the rules' when it is at least `min_probability` sure;
     the rules' critique and item reference are kept (an explain question the rules did not tie to an item
-    is about the item it names, `named()`, else the first shown one). When the rules' intent stands, its reason still names the rule (the hybrid reads
-    it) and the model's agreement raises its confidence, so a turn both are sure of is not sent to an LLM.
+    is about the item it names, `named()`, else the first shown one). When the rules' intent stands, its
+    reason still names the rule (the hybrid reads it) and the model's agreement raises its confidence, so
+    a turn both are sure of is not sent to an LLM.
     A rejection of the shown items ("something else", "nah, not these") is never too vague: the agent
     records it and shows others."""
     if rules.critique is not None and rules.critique.signal == "reject":

@@ -16,7 +16,6 @@ Writes docs/results/hybrid_policy.json and its docs/benchmarks.md section.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -44,11 +43,7 @@ def run_bench(data: str = "office-2014", model: str | None = None, threads: int 
     router = OfflineRouter(parser=parser)
     scene = scene_rows(im.SCENE_TRAINING_FILES)
     general = im.read_rows([REPO / f for f in im.SCENE_GENERAL_FILES])
-    openings = []
-    for f in im.SCENE_TRAINING_FILES:
-        for line in (REPO / f).read_text(encoding="utf-8").splitlines():
-            if line.strip() and not (r := json.loads(line))["shown"]:
-                openings.append({**r, "file": f.rsplit("/", 1)[-1]})
+    openings = scene_rows(im.SCENE_TRAINING_FILES, on_screen=False)
     for r in scene + openings:  # ids are unique per file only
         r["id"] = r["file"].split(".")[0] + ":" + r["id"]
     enc = _CachedEncoder(TextEncoder())

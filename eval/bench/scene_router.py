@@ -55,14 +55,15 @@ class _CachedEncoder:
         return np.stack([self.cache[t] for t in texts])  # (n, d)
 
 
-def scene_rows(files: Sequence[str]) -> list[dict[str, Any]]:
-    """The in-scene rows of `files` ({text, intent, ref, shown, scene, file})."""
+def scene_rows(files: Sequence[str], on_screen: bool = True) -> list[dict[str, Any]]:
+    """The rows of `files` with items on screen (`on_screen=False`: the first messages, none shown), each
+    with the name of its file ({text, intent, ref, shown, scene, file, ...})."""
     rows = []
     for f in files:
         for line in (REPO / f).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 r = json.loads(line)
-                if r.get("shown"):
+                if bool(r.get("shown")) == on_screen:
                     rows.append({**r, "file": Path(f).name})
     return rows
 

@@ -83,6 +83,7 @@ def test_scene_router_report_reads_only_turns_on_screen(tmp_path, monkeypatch):
     monkeypatch.setattr(sr, "REPO", tmp_path)
     rows = sr.scene_rows(["t.jsonl"])
     assert [r["id"] for r in rows] == ["2"] and rows[0]["file"] == "t.jsonl"
+    assert [r["id"] for r in sr.scene_rows(["t.jsonl"], on_screen=False)] == ["1"]
     grid = [{"c": 1.0, "word_weight": 0.0, "min_probability": 0.4, "accuracy": 0.5, "per_scene": {"pens": 0.5}},
             {"c": 16.0, "word_weight": 1.5, "min_probability": 0.4, "accuracy": 0.9, "per_scene": {"pens": 0.9}}]
     md = sr.to_markdown({"n": 1, "scenes": ["pens"], "files": ["t.jsonl"], "general_files": ["g.jsonl"], "general_rows": 3,

@@ -11,7 +11,7 @@ import re
 from enum import Enum
 
 __all__ = ["Intent", "PROTOTYPES", "INJECTION_RX", "SUMMARY_RX", "EXPLAIN_RX", "SMALLTALK_RX",
-           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "TASK_RX", "SMALLTALK_CUE_RX", "FORGOT_RX", "REQUEST_RX", "NEED_RX", "SHOPPING_NOUNS", "GREETING_RX", "HOWTO_RX"]
+           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "TASK_RX", "SMALLTALK_CUE_RX", "FORGOT_RX", "REQUEST_RX", "NEED_RX", "SHOPPING_NOUNS", "GREETING_RX", "HOWTO_RX", "KNOW_HOW_RX"]
 
 
 class Intent(str, Enum):
@@ -46,6 +46,9 @@ INJECTION_RX = re.compile(
     r"|\bwhat model are you\b|\btemperature setting\b|\b(?:share|tell me|give me) your (?:rules|prompt|instructions|settings|config\w*)\b"
     r"|\b(?:follow|obey) (?:my|the user'?s?) (?:instructions|commands|orders)\b|\bmust (?:now )?(?:obey|follow my)\b"
     r"|\bstop being (?:a|an|the)\b"
+    # standing orders for every later reply; the "real" rules asked for
+    r"|\b(?:at the (?:end|start|bottom|top|beginning) of|in|to|into) (?:every|each|all(?: of)? your) (?:reply|replies|answer|answers|response|responses|message|messages)\b"
+    r"|\byour (?:real|actual|true|hidden|secret|internal|full|complete|exact) (?:guidelines|rules|instructions|prompt|policies|policy|directives)\b"
     # configuration, keys and tools asked for by name; markup that pretends to be a role or an admin
     r"|\bconfig(?:uration)? files?\b|\benv(?:ironment)? variables\b|\btool (?:definitions|schemas?)\b|\bmodel settings\b"
     r"|\b(?:database|admin) passwords?\b|</?\s*(?:admin|root|developer|sudo|instructions?|prompt)\s*>|#+\s*new instructions?\b"
@@ -127,6 +130,20 @@ HOWTO_RX = re.compile(
     r"|explain how to\b|(?:can|could) you (?:solve|write (?:me )?(?:a|an|my) (?:essay|letter|poem|story|email))\b|solve\b"
     r"|how (?:do|should|can|would) (?:i|we) (?:deal|cope|handle|talk|ask|tell|convince|stop|prepare|study|get over)\b"
     r"|what'?s the difference between (?!\w+ (?:and|or) \w+ (?:pens?|paper|ink|toner|folders?|binders?|labels?|staplers?|envelopes?|notebooks?)\b))",
+    re.IGNORECASE,
+)
+
+# "How do I clear a paper jam in my Epson?", "no idea how to clean the print head": know-how asked of
+# the shop, whatever the verb, unless it asks how to choose or buy something ("how do I pick a good
+# fountain pen?" is shopping). On every labelled set (4,900 rows) it matched 65 out-of-scope questions and
+# 2 injections (decided before it), nothing else; "how would you describe me" is a summary (decided before).
+KNOW_HOW_RX = re.compile(
+    r"\bhow (?:do|can|should|could|would|to) (?:i|we)\s+(?!(?:choose|pick|find|buy|order|decide|know|tell|"
+    r"get (?:a|an|some|more|the|one|two|[0-9])|compare|describe|save|afford|avoid|pay|return|track|contact|reach)\b)[a-z]+"
+    r"|\b(?:no idea|no clue|not sure|unsure|(?:don'?t|do not|never) know|wish (?:i|someone) (?:knew|would explain)"
+    r"|figur\w* out|tips on|explain|show me|learn|tell me|remember|forgot) how to "
+    r"(?!(?:put|explain|say|describe|word|phrase|choose|pick|find|buy|order)\b)[a-z]+"
+    r"|^\W*how to (?!(?:choose|pick|find|buy|order)\b)[a-z]+",
     re.IGNORECASE,
 )
 

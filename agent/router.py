@@ -52,7 +52,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lumenrec.agent.critique import Critique, CritiqueParser
-from lumenrec.agent.intents import (EXPLAIN_RX, FORGOT_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, NEED_RX, OUT_OF_SCOPE_RX,
+from lumenrec.agent.intents import (EXPLAIN_RX, FORGOT_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, KNOW_HOW_RX, NEED_RX, OUT_OF_SCOPE_RX,
                                     PROTOTYPES, SHOPPING_NOUNS, SMALLTALK_CUE_RX, SMALLTALK_RX, SUMMARY_RX, TASK_RX,
                                     VAGUE_WORDS, Intent)
 from lumenrec.data.types import Catalog
@@ -67,6 +67,11 @@ REFUSAL = ("I can't change how I work or share my instructions, but I'm happy to
            "office products. What are you shopping for?")
 
 _WORD = re.compile(r"[a-z0-9]+")
+# "What's the difference between these three?": with items on screen, almost always a question about them
+# (10 of the 11 in-scene rows of the labelled sets are explain), left to the later rules and the scene model.
+_DIFFERENCE = re.compile(r"\bdifference between\b", re.I)
+# The shopper's own things ("my printer", "our shredder"): not the items on screen.
+_OWN = re.compile(r"\b(?:my|our|mine)\b", re.I)
 # Words that point back at something shown ("why that?", "explain your picks").
 _REFERS = re.compile(r"\b(it|that|this|these|those|one|ones|picks?|pick(?:ed)?|chose|choose|chosen|option|item|recommend\w*|suggest\w*|showing|shown|top|#\d)\b", re.I)
 # The longest first message read as "why that one?" (see _route_rules).
@@ -214,6 +219,12 @@ class OfflineRouterConfig:
     scene_min_probability: float = 0.4
     # False: the rules alone decide in-conversation turns (the router before the scene model; benchmarks)
     scene_model: bool = True
+    # A request for a product the catalogue has no kind of ("do you sell laptops?", "I also need a 55-inch
+    # TV", see :class:`UnsoldProducts`) is out of scope when the deciding intent model gives out_of_scope
+    # at least this probability (it is rarely sure of them: the word is new to it). 0.2 was chosen after
+    # reading the errors of hybrid_holdout3/4 (spent sets): on every labelled row it turns no recommend
+    # row away. 1.0 turns the check off; "model" fallback only.
+    unsold_min_probability: float = 0.2
 
     def __post_init__(self) -> None:
         if self.backend not in ("learned", "tfidf", "minilm"):
@@ -224,6 +235,8 @@ class OfflineRouterConfig:
             raise ConfigError("fallback_min_probability", self.fallback_min_probability, "must be in [0, 1]")
         if not 0.0 <= self.scene_min_probability <= 1.0:
             raise ConfigError("scene_min_probability", self.scene_min_probability, "must be in [0, 1]")
+        if not 0.0 <= self.unsold_min_probability <= 1.0:
+            raise ConfigError("unsold_min_probability", self.unsold_min_probability, "must be in [0, 1]")
         if not self.learned_c > 0:
             raise ConfigError("learned_c", self.learned_c, "must be > 0")
         if not 1 <= self.ngram_min <= self.ngram_max:
@@ -369,6 +382,27 @@ class OfflineRouter:
                 self._nouns = ProductNouns(self.parser)
         return self._nouns(_WORD.findall(text.lower()))
 
+    def unsold_product(self, text: str) -> str | None:
+        """The product a request names that the catalogue has no kind of, else None: see :class:`UnsoldProducts`."""
+        with _NOUNS_LOCK:
+            if not hasattr(self, "_unsold"):
+                if not hasattr(self, "_nouns"):
+                    self._nouns = ProductNouns(self.parser)
+                self._unsold = UnsoldProducts(self.parser, self._nouns, _encoder_words(self.intent_model))
+        return self._unsold(text)
+
+    def _turn_away_unsold(self, text: str, decision: RouteDecision, p_oos: float) -> RouteDecision:
+        """`decision` unless it sends a request for a product the shop does not sell to the retriever."""
+        if decision.intent is not Intent.RECOMMEND or p_oos < self.config.unsold_min_probability \
+                or (decision.critique is not None and decision.critique.signal) or self.parser is None:
+            return decision
+        head = self.unsold_product(text)
+        if head is None:
+            return decision
+        return RouteDecision(Intent.OUT_OF_SCOPE, max(p_oos, 0.6), decision.critique, None,
+                             f"asks for a product the shop does not sell ({head!r}; out_of_scope {p_oos:.2f}; "
+                             f"was: {decision.reason})", decision.note)
+
     @property
     def intent_model(self):
         """The fallback intent model (loaded on first use; shared by the routers of a process)."""
@@ -398,7 +432,8 @@ class OfflineRouter:
         """The in-conversation model's call on a turn with items on screen that no precise rule decides
         (see :func:`scene_decision`)."""
         probs = self.scene_model.scores(text)  # the whole message, as the model was trained
-        return scene_decision(rules, probs, self.config.scene_min_probability, lambda: self._named_shown(text, shown))
+        d = scene_decision(rules, probs, self.config.scene_min_probability, lambda: self._named_shown(text, shown))
+        return self._turn_away_unsold(text, d, probs.get(Intent.OUT_OF_SCOPE.value, 0.0))
 
     def _route_by_model(self, text: str, rules: RouteDecision) -> RouteDecision:
         """The intent model's call on a first message the rules do not decide precisely: another
@@ -422,7 +457,8 @@ class OfflineRouter:
         if best != Intent.RECOMMEND.value and probs[best] >= self.config.fallback_min_probability:
             return RouteDecision(Intent(best), probs[best], crit, ref, f"intent model ({why})")
         conf = probs[best] if best == Intent.RECOMMEND.value else 0.6
-        return RouteDecision(Intent.RECOMMEND, conf, crit, ref, f"no other intent sure ({why})")
+        d = RouteDecision(Intent.RECOMMEND, conf, crit, ref, f"no other intent sure ({why})")
+        return self._turn_away_unsold(text, d, probs.get(Intent.OUT_OF_SCOPE.value, 0.0))
 
     def _smalltalk_around(self, text: str) -> bool:
         """Smalltalk phrases, and no other sentence asks about a product ("Love your store! Are the
@@ -480,6 +516,13 @@ class OfflineRouter:
         named = bool(crit and (crit.include_brands or crit.exclude_brands or crit.mentioned_brands
                                or crit.include_categories or crit.exclude_categories))
         ref = crit.item_ref if crit is not None else None
+        if KNOW_HOW_RX.search(text):
+            # "how do I clear a paper jam in my Epson?" asks for know-how whatever the product; "how do I
+            # refill the Tombow one?" asks about a shown item (not one of the shopper's own: "my", "our")
+            about = (ref if ref is not None else self._named_shown(text, shown)) if shown else None
+            if about is not None and not _OWN.search(text):
+                return RouteDecision(Intent.EXPLAIN, 0.85, crit, about, "asks how to use a shown item")
+            return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
         if EXPLAIN_RX.search(text) and (ref is not None or _REFERS.search(text) or named) \
                 and not (OUT_OF_SCOPE_RX.search(text) and not shown):
             if ref is None and shown:
@@ -505,7 +548,7 @@ class OfflineRouter:
         if SMALLTALK_RX.match(plain):
             return RouteDecision(Intent.SMALLTALK, 0.95, crit, None, "greeting / thanks / about the assistant")
         if self.config.backend == "learned":
-            if HOWTO_RX.search(text):
+            if HOWTO_RX.search(text) and not (shown and _DIFFERENCE.search(text)):
                 return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
             return self._route_learned(text, crit, ref, shown)
         body = GREETING_RX.sub("", text) or text
@@ -525,7 +568,7 @@ class OfflineRouter:
         product = (named or bool(nouns)) if oos else self._has_product_word(content)
         if need and product:
             return RouteDecision(Intent.RECOMMEND, 0.85, crit, ref, "states a shopping need")
-        if HOWTO_RX.search(text):
+        if HOWTO_RX.search(text) and not (shown and _DIFFERENCE.search(text)):
             return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
         if not need and self._smalltalk_around(plain) and not (shown and (constrained or ref is not None)):
             return RouteDecision(Intent.SMALLTALK, 0.85, crit, None, "thanks / compliments / about the assistant")
@@ -644,6 +687,72 @@ class ProductNouns:
             if hit is not None:
                 found.append(hit)
         return found
+
+
+class UnsoldProducts:
+    """The product a request names when the catalogue sells nothing of its kind: "do you sell laptops?",
+    "my kid needs a pirate costume for the school play", "I also need a 55-inch TV to mount next to it".
+
+    Two request shapes only (a question whether the shop sells/carries/has X, a need for "a/an X"); the
+    named thing's head word (the last word of its noun phrase) counts as unsold when it is none of: a
+    product noun of the catalogue (:class:`ProductNouns`: its category words, typos forgiven), the head
+    word of a catalogue title ("Laptop **Stand**", "Mouse **Pad**"), a general word ("something", "a
+    refill", "a few"), and it is a whole word of the text encoder's vocabulary (a common English word: a
+    typo or an unknown brand is never called unsold). "laptop" is a word of the office catalogue's titles
+    ("for desktops and laptops") but never the thing a title sells, so "do you sell laptops?" is unsold.
+    The router turns such a request away only when its intent model gives out_of_scope some probability
+    too (``OfflineRouterConfig.unsold_min_probability``): the head-word test alone also fires on
+    descriptions ("my desk needs a proper home").
+    """
+
+    _ASK = re.compile(r"\b(?:do|does|d'?you)\s+(?:you|u|ya|you guys|y'all|they|the shop|this shop)\s+"
+                      r"(?:sell|carry|stock|have|do)\s+(?:any\s+)?((?:[\w-]+\s+){0,2}[\w-]+)\s*\??\s*$", re.I)
+    _NEED = re.compile(r"\b(?:need|needs|want|wants|love|like|buy|get)\s+(?:a|an)\s+(?:new\s+)?(?:pair of\s+)?"
+                       r"((?:[\w-]+\s+){0,2}?[\w-]+?)(?=\s+(?:to|for|and|that|so|too|as|with|which|from)\b|\s*[,.?!;]|\s*$)",
+                       re.I)
+    GENERAL = frozenset(
+        "something one ones thing things stuff more it them this that these those help supplies items products gift "
+        "present options option else anything everything order refill refills replacement set pack kit bundle idea "
+        "ideas suggestions time rid me you us back lot bunch way few couple bit place spot solution alternative "
+        "upgrade version model brand size color colour kind type sort pair box case dozen hundred thousand new good "
+        "better best cheaper bigger smaller decent proper reliable sturdy big small nice quick first second third "
+        "last any either".split())
+
+    def __init__(self, parser: CritiqueParser, nouns: ProductNouns, vocabulary: set[str] | None) -> None:
+        self.nouns = nouns
+        self.vocabulary = vocabulary
+        self.heads: set[str] = set()
+        for item in getattr(parser, "catalog", None) or []:
+            first = re.split(r",|\(| - | for | with | by | w/ | in | that ", item.title.lower())[0]
+            words = [w for w in _WORD.findall(first) if w.isalpha()]
+            if words:
+                self.heads |= _variants(words[-1])
+        self.heads |= {v for name in getattr(parser, "cat_paths", []) for w in _WORD.findall(name.lower())
+                       for v in _variants(w)}
+
+    def __call__(self, text: str) -> str | None:
+        m = self._ASK.search(text) or self._NEED.search(text)
+        if m is None:
+            return None
+        phrase = m.group(1).lower()
+        words = _WORD.findall(phrase)
+        head = words[-1] if words else ""
+        if not head.isalpha() or len(head) < 2 or head in self.GENERAL or head in _STOP:
+            return None
+        if self.nouns(words) or _variants(head) & self.heads:
+            return None
+        if self.vocabulary is not None and not _variants(head) & self.vocabulary:
+            return None  # not a common word: a typo, a model number or a brand we do not know
+        return head
+
+
+def _encoder_words(model: Any) -> set[str] | None:
+    """The whole words of the intent model's text encoder's vocabulary (WordPiece vocab.txt), or None."""
+    try:
+        path = Path(model.encoder.model_path) / "vocab.txt"
+        return {w for w in path.read_text(encoding="utf-8").split("\n") if w.isalpha()}
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 def _decide_learned(router: "OfflineRouter", text: str, crit: Critique | None, ref: int | None,

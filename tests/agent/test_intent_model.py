@@ -233,3 +233,31 @@ def test_the_reply_trace_shows_the_scene_models_read(tiny_catalog):
     r = rec.chat("s", "cheaper please")
     route = next(s for s in r.trace if s.name == "route")
     assert route.details["note"] == "scene model: recommend 0.97" and r.intent == "recommend"
+
+
+def test_a_request_for_a_product_the_shop_does_not_sell_is_turned_away_only_with_the_models_doubt(tiny_catalog):
+    class Spy:
+        def __init__(self, oos):
+            self.oos = oos
+
+        def scores(self, text):
+            return {"recommend": 1.0 - self.oos, "smalltalk": 0.0, "clarify": 0.0, "explain": 0.0, "injection": 0.0,
+                    "out_of_scope": self.oos, "summarize_user": 0.0}
+
+    shown = type("S", (), {"last_shown": ["p1", "p2", "p3"]})()
+    r = OfflineRouter(tiny_catalog)
+    r._intent_model, r._scene_model = Spy(0.3), _SceneSpy({"recommend": 0.7, "out_of_scope": 0.3})
+    d = r.route("Do you sell laptops?")
+    assert d.intent is Intent.OUT_OF_SCOPE and "does not sell ('laptops'" in d.reason
+    d = r.route("I also need a pirate costume for the school play", shown)
+    assert d.intent is Intent.OUT_OF_SCOPE and "'costume'" in d.reason
+    assert r.route("Do you sell gel pens?").intent is Intent.RECOMMEND  # the catalogue's own products
+    # the model sees no chance of out of scope: the request stands (the head-word test alone is not enough)
+    r._intent_model = Spy(0.1)
+    assert r.route("Do you sell laptops?").intent is Intent.RECOMMEND
+    # 1.0 turns the check off
+    off = OfflineRouter(tiny_catalog, config=OfflineRouterConfig(unsold_min_probability=1.0))
+    off._intent_model = Spy(0.3)
+    assert off.route("Do you sell laptops?").intent is Intent.RECOMMEND
+    with pytest.raises(ConfigError, match="unsold_min_probability"):
+        OfflineRouterConfig(unsold_min_probability=-0.1)

@@ -67,6 +67,8 @@ REDIRECT_SMALLTALK = ("Happy to help! I recommend office products from the catal
                       "(for example gel pens, binders or printer ink) and I'll suggest a few.")
 REDIRECT_OUT_OF_SCOPE = ("That's outside what I can help with: I only know this shop's office products. "
                          "What are you shopping for today?")
+REDIRECT_UNSOLD = ("Sorry, this shop doesn't sell {product}: I only know its office products. "
+                   "What are you shopping for today?")
 
 
 @dataclass
@@ -382,6 +384,8 @@ class Recommender:
                        confidence=round(decision.confidence, 3), **getattr(decision, "trace_details", {}))
             if getattr(decision, "note", ""):  # what an intent model read beside the rule that decided
                 det["note"] = decision.note
+            if getattr(decision, "unsold", ""):  # the product asked for that the catalogue has no kind of
+                det["unsold"] = decision.unsold
         reply = yield from self.run_decision(session, message, decision, trace)
         return reply
 
@@ -426,7 +430,9 @@ class Recommender:
             out = _Outcome(intent, REFUSAL)
             yield out.text
         elif intent == Intent.OUT_OF_SCOPE:
-            out = _Outcome(intent, REDIRECT_OUT_OF_SCOPE)
+            unsold = getattr(decision, "unsold", "")
+            # the word is the shopper's, letters only (UnsoldProducts): safe to say back
+            out = _Outcome(intent, REDIRECT_UNSOLD.format(product=unsold) if unsold.isalpha() else REDIRECT_OUT_OF_SCOPE)
             yield out.text
         else:
             out = _Outcome(Intent.SMALLTALK, REDIRECT_SMALLTALK)

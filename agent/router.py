@@ -165,11 +165,13 @@ class RouteDecision:
     target_item_ref: int | None = None   # 0-based index into the session's last shown list
     reason: str = ""
     note: str = ""  # what a model read beside the rule that decided ("scene model: recommend 0.91")
+    unsold: str = ""  # out of scope: the product asked for that the catalogue has no kind of ("laptops")
 
     def to_dict(self) -> dict[str, Any]:
         return {"intent": self.intent.value, "confidence": self.confidence,
                 "critique": self.critique.to_dict() if self.critique else None,
-                "target_item_ref": self.target_item_ref, "reason": self.reason, "note": self.note}
+                "target_item_ref": self.target_item_ref, "reason": self.reason, "note": self.note,
+                "unsold": self.unsold}
 
 
 @runtime_checkable
@@ -401,7 +403,7 @@ class OfflineRouter:
             return decision
         return RouteDecision(Intent.OUT_OF_SCOPE, max(p_oos, 0.6), decision.critique, None,
                              f"asks for a product the shop does not sell ({head!r}; out_of_scope {p_oos:.2f}; "
-                             f"was: {decision.reason})", decision.note)
+                             f"was: {decision.reason})", decision.note, unsold=head)
 
     @property
     def intent_model(self):

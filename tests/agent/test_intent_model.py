@@ -261,3 +261,19 @@ def test_a_request_for_a_product_the_shop_does_not_sell_is_turned_away_only_with
     assert off.route("Do you sell laptops?").intent is Intent.RECOMMEND
     with pytest.raises(ConfigError, match="unsold_min_probability"):
         OfflineRouterConfig(unsold_min_probability=-0.1)
+
+
+def test_the_reply_names_the_product_the_shop_does_not_sell(tiny_catalog):
+    from lumenrec.agent.recommender import REDIRECT_OUT_OF_SCOPE, Recommender
+    from lumenrec.retriever.text_retriever import TextRetriever
+
+    oos = {i.value: 0.0 for i in Intent} | {"recommend": 0.7, "out_of_scope": 0.3}
+    rec = Recommender(tiny_catalog, TextRetriever(tiny_catalog))
+    rec.offline_router._intent_model = _SceneSpy(oos)
+    r = rec.chat("s", "Do you sell laptops?")
+    route = next(s for s in r.trace if s.name == "route")
+    assert r.intent == "out_of_scope" and not r.items and route.details["unsold"] == "laptops"
+    assert "doesn't sell laptops" in r.text
+    rec.offline_router._intent_model = _SceneSpy({i.value: 0.0 for i in Intent} | {"out_of_scope": 0.9})
+    r = rec.chat("s2", "what's the weather in Paris tomorrow?")  # out of scope, nothing named: the general reply
+    assert r.intent == "out_of_scope" and r.text == REDIRECT_OUT_OF_SCOPE

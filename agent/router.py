@@ -52,7 +52,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lumenrec.agent.critique import Critique, CritiqueParser
-from lumenrec.agent.intents import (EXPLAIN_RX, FORGOT_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, KNOW_HOW_RX, NEED_RX, OUT_OF_SCOPE_RX,
+from lumenrec.agent.intents import (EXPLAIN_RX, FORGOT_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, KNOW_HOW_RX, SERVICE_RX, NEED_RX, OUT_OF_SCOPE_RX,
                                     PROTOTYPES, SHOPPING_NOUNS, SMALLTALK_CUE_RX, SMALLTALK_RX, SUMMARY_RX, TASK_RX,
                                     VAGUE_WORDS, Intent)
 from lumenrec.data.types import Catalog
@@ -70,6 +70,8 @@ _WORD = re.compile(r"[a-z0-9]+")
 # "What's the difference between these three?": with items on screen, almost always a question about them
 # (10 of the 11 in-scene rows of the labelled sets are explain), left to the later rules and the scene model.
 _DIFFERENCE = re.compile(r"\bdifference between\b", re.I)
+# "it", "the second one", "#2": a pointer at a shown item (the parser resolves which)
+_POINTS_AT = re.compile(r"\b(?:it|this one|that one|these|those|the (?:first|second|third|last|1st|2nd|3rd)(?: one)?)\b|#\d", re.I)
 # The shopper's own things ("my printer", "our shredder"): not the items on screen.
 _OWN = re.compile(r"\b(?:my|our|mine)\b", re.I)
 # Words that point back at something shown ("why that?", "explain your picks").
@@ -143,7 +145,7 @@ PRECISE_OPENING_RULES = frozenset({
     "no words", "injection pattern", "asks what is known about them", "greeting / thanks / about the assistant",
     "thanks / compliments / about the assistant", "a task for the assistant, not a product", "no content words",
     "asks for know-how, not a product", "cannot name what they are after", "asks to explain a topic, not an item",
-    "points at an item, but nothing was shown",
+    "points at an item, but nothing was shown", "asks for a service, not a product",
 })
 
 # The rules that decide a turn on their own once items are shown: right on >= 95% of the in-scene turns
@@ -152,7 +154,7 @@ PRECISE_OPENING_RULES = frozenset({
 # intent model (lumenrec.agent.intent_model.SCENE_WEIGHTS).
 PRECISE_SCENE_RULES = frozenset({
     "no words", "injection pattern", "asks what is known about them", "greeting / thanks / about the assistant",
-    "thanks / compliments / about the assistant", "asks for know-how, not a product",
+    "thanks / compliments / about the assistant", "asks for know-how, not a product", "asks for a service, not a product",
 })
 
 @dataclass
@@ -518,11 +520,19 @@ class OfflineRouter:
         named = bool(crit and (crit.include_brands or crit.exclude_brands or crit.mentioned_brands
                                or crit.include_categories or crit.exclude_categories))
         ref = crit.item_ref if crit is not None else None
-        if KNOW_HOW_RX.search(text):
+        if SERVICE_RX.search(text):
+            return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for a service, not a product")
+        if (howto := KNOW_HOW_RX.search(text)) is not None:
             # "how do I clear a paper jam in my Epson?" asks for know-how whatever the product; "how do I
-            # refill the Tombow one?" asks about a shown item (not one of the shopper's own: "my", "our")
-            about = (ref if ref is not None else self._named_shown(text, shown)) if shown else None
-            if about is not None and not _OWN.search(text):
+            # refill the Tombow one?" asks about a shown item it names after the "how" (not one of the
+            # shopper's own: "my", "our"; "binders ok. how do i make a pivot table" names none after it)
+            tail = text[howto.start():]
+            about = None
+            if shown and not _OWN.search(tail):
+                about = self._named_shown(tail, shown)
+                if about is None and ref is not None and _POINTS_AT.search(tail):
+                    about = ref
+            if about is not None:
                 return RouteDecision(Intent.EXPLAIN, 0.85, crit, about, "asks how to use a shown item")
             return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
         if EXPLAIN_RX.search(text) and (ref is not None or _REFERS.search(text) or named) \

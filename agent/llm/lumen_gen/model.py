@@ -330,16 +330,69 @@ class GenerativeLumen(nn.Module):
             allowed[m, torch.as_tensor(self.trie.allowed(p))] = True
         return torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
 
+    def _tree(self) -> tuple[Tensor, Tensor, Tensor, list[int]]:
+        """The trie's inner nodes as one token sequence (cached): every distinct code prefix of length
+        1..L-1, level by level. Returns (token ids (N,), depth (N,) from 0, attention allowed (N, N): a node
+        sees itself and its ancestors, nothing else), and the node count per level."""
+        if getattr(self, "_tree_cache", None) is None:
+            index: dict[tuple[int, ...], int] = {}
+            toks, depth, parent, sizes = [], [], [], []
+            for length in range(1, self.sids.num_levels):
+                prefixes, _ = self.trie.prefixes(length)  # (M, length)
+                sizes.append(len(prefixes))
+                for p in prefixes:
+                    key = tuple(int(c) for c in p)
+                    index[key] = len(toks)
+                    toks.append(self.vocab + int(p[-1]) + int(self.offsets[length - 1]))
+                    depth.append(length - 1)
+                    parent.append(index[key[:-1]] if length > 1 else -1)
+            n = len(toks)
+            allowed = torch.zeros(n, n, dtype=torch.bool)  # (N, N)
+            for j in range(n):
+                k = j
+                while k >= 0:
+                    allowed[j, k] = True
+                    k = parent[k]
+            self._tree_cache = (torch.tensor(toks, dtype=torch.long), torch.tensor(depth, dtype=torch.long), allowed, sizes)
+        return self._tree_cache
+
+    def _tree_hidden(self, cache, prompt_len: int) -> list[Tensor]:
+        """The hidden state after every inner trie node, per level ((M_l, H) for l = 1..L-1), in ONE forward
+        pass over the prompt's cache: the nodes attend to the whole prompt and to their own ancestors (a
+        4-D attention mask, positions prompt_len + depth), so each equals the state after prompt + that prefix."""
+        toks, depth, allowed, sizes = self._tree()
+        n = len(toks)
+        visible = torch.cat([torch.ones(n, prompt_len, dtype=torch.bool), allowed], dim=1)  # (N, P + N)
+        mask = torch.zeros(1, 1, n, prompt_len + n).masked_fill(~visible[None, None], float("-inf"))  # (1, 1, N, P+N)
+        kw = "cache" if self._cache_kw_new else "past_key_values"
+        out = self.decoder(inputs_embeds=self.embed(toks[None]), attention_mask=mask,
+                           position_ids=(prompt_len + depth)[None], use_cache=True, **{kw: cache})
+        h = out.last_hidden_state[0]  # (N, H)
+        return list(torch.split(h, sizes))
+
     @torch.no_grad()
-    def score_items(self, prompt_ids: Sequence[int]) -> np.ndarray:
-        """(N,) log-probability of every catalogue item's code tuple after the prompt (constrained decoding's)."""
+    def score_items(self, prompt_ids: Sequence[int], method: str = "tree") -> np.ndarray:
+        """(N,) log-probability of every catalogue item's code tuple after the prompt (constrained decoding's).
+
+        `method` "tree" (default): every trie prefix in one forward pass with a tree attention mask;
+        "batched": the prompt's cache repeated once per prefix, a forward per level (the first
+        implementation; the same numbers, kept as the reference the tests compare against)."""
+        if method not in ("tree", "batched"):
+            raise ValueError(f"method must be 'tree' or 'batched', got {method!r}")
         self.eval()
         h, cache = self.hidden(torch.tensor([list(prompt_ids)]), use_cache=True)  # (1, P, H)
         h_last = h[:, -1]  # (1, H)
+        inner = self._tree_hidden(cache, h.shape[1]) if method == "tree" and self.sids.num_levels > 1 else None
         logp = np.zeros(self.sids.num_items, dtype=np.float64)
         for lvl in range(self.sids.num_levels):
             prefixes, inv = self.trie.prefixes(lvl)  # (M, lvl), (N,)
-            lp = self._level_logp(self._prefix_hidden(h_last, cache, prefixes), prefixes)  # (M, size_l)
+            if lvl == 0:
+                hid = h_last
+            elif inner is not None:
+                hid = inner[lvl - 1]  # (M, H), in the same (sorted) prefix order
+            else:
+                hid = self._prefix_hidden(h_last, cache, prefixes)
+            lp = self._level_logp(hid, prefixes)  # (M, size_l)
             logp += lp[torch.as_tensor(inv), torch.as_tensor(self.sids.codes[:, lvl])].double().numpy()
         return logp
 

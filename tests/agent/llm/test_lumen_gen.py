@@ -121,6 +121,20 @@ def test_full_catalogue_scores_are_a_distribution_over_the_catalogue(sids):
     assert np.exp(s).sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_tree_scoring_equals_one_forward_per_prefix():
+    """All trie prefixes in one pass (tree attention mask) give the scores of the prompt's cache repeated
+    per prefix, on a three-level trie with a collision level."""
+    x = np.random.default_rng(1).normal(size=(120, 16)).astype(np.float32)
+    deep = assign_semantic_ids(x, SemanticIDConfig(levels=3, codebook_size=5, seed=0))
+    m = _model(deep)
+    p = m.prompt([3, 9, 40], "a cheaper one, not the red")
+    tree, batched = m.score_items(p), m.score_items(p, method="batched")
+    assert deep.num_levels >= 3 and np.allclose(tree, batched, atol=1e-5)
+    assert np.argsort(-tree, kind="stable")[:10].tolist() == np.argsort(-batched, kind="stable")[:10].tolist()
+    with pytest.raises(ValueError, match="method"):
+        m.score_items(p, method="fast")
+
+
 def test_constrained_beam_search_never_leaves_the_catalogue(sids):
     m = _model(sids)
     p = m.prompt([0, 5], None)

@@ -330,22 +330,38 @@ class GenerativeLumen(nn.Module):
             allowed[m, torch.as_tensor(self.trie.allowed(p))] = True
         return torch.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
 
-    def _tree(self) -> tuple[Tensor, Tensor, Tensor, list[int]]:
-        """The trie's inner nodes as one token sequence (cached): every distinct code prefix of length
-        1..L-1, level by level. Returns (token ids (N,), depth (N,) from 0, attention allowed (N, N): a node
-        sees itself and its ancestors, nothing else), and the node count per level."""
+    def _tree(self) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """The trie's inner nodes that scoring needs, as one token sequence (cached). A code prefix of
+        length 1..L-1 is a node when more than one code may follow it (its next-level distribution is not
+        a certainty) or when a deeper node descends from it; a prefix with a single continuation gets
+        log-probability 0 there whatever its hidden state, so it is skipped. Returns (token ids (N,),
+        depth (N,) from 0, attention allowed (N, N): a node sees itself and its ancestors, nothing else)
+        and, per length, the node index of every distinct prefix (-1: skipped)."""
         if getattr(self, "_tree_cache", None) is None:
-            index: dict[tuple[int, ...], int] = {}
-            toks, depth, parent, sizes = [], [], [], []
-            for length in range(1, self.sids.num_levels):
-                prefixes, _ = self.trie.prefixes(length)  # (M, length)
-                sizes.append(len(prefixes))
-                for p in prefixes:
+            L = self.sids.num_levels
+            prefixes = {length: self.trie.prefixes(length)[0] for length in range(1, L)}  # (M_l, l)
+            keep: dict[tuple[int, ...], bool] = {}
+            for length in range(L - 1, 0, -1):  # deepest first: a kept node keeps its ancestors
+                for p in prefixes[length]:
                     key = tuple(int(c) for c in p)
+                    keep[key] = keep.get(key, False) or len(self.trie.allowed(p)) > 1
+                    if keep[key] and length > 1:
+                        keep[key[:-1]] = True
+            index: dict[tuple[int, ...], int] = {}
+            toks, depth, parent, rows = [], [], [], []
+            for length in range(1, L):
+                row = []
+                for p in prefixes[length]:
+                    key = tuple(int(c) for c in p)
+                    if not keep[key]:
+                        row.append(-1)
+                        continue
                     index[key] = len(toks)
+                    row.append(len(toks))
                     toks.append(self.vocab + int(p[-1]) + int(self.offsets[length - 1]))
                     depth.append(length - 1)
                     parent.append(index[key[:-1]] if length > 1 else -1)
+                rows.append(torch.tensor(row, dtype=torch.long))
             n = len(toks)
             allowed = torch.zeros(n, n, dtype=torch.bool)  # (N, N)
             for j in range(n):
@@ -353,14 +369,15 @@ class GenerativeLumen(nn.Module):
                 while k >= 0:
                     allowed[j, k] = True
                     k = parent[k]
-            self._tree_cache = (torch.tensor(toks, dtype=torch.long), torch.tensor(depth, dtype=torch.long), allowed, sizes)
+            self._tree_cache = (torch.tensor(toks, dtype=torch.long), torch.tensor(depth, dtype=torch.long), allowed, rows)
         return self._tree_cache
 
     def _tree_hidden(self, cache, prompt_len: int) -> list[Tensor]:
-        """The hidden state after every inner trie node, per level ((M_l, H) for l = 1..L-1), in ONE forward
-        pass over the prompt's cache: the nodes attend to the whole prompt and to their own ancestors (a
-        4-D attention mask, positions prompt_len + depth), so each equals the state after prompt + that prefix."""
-        toks, depth, allowed, sizes = self._tree()
+        """The hidden state after every distinct code prefix, per length ((M_l, H) for l = 1..L-1; zeros
+        where the prefix has a single continuation), in ONE forward pass over the prompt's cache: the nodes
+        attend to the whole prompt and to their own ancestors (a 4-D attention mask, positions prompt_len +
+        depth), so each equals the state after prompt + that prefix."""
+        toks, depth, allowed, rows = self._tree()
         n = len(toks)
         visible = torch.cat([torch.ones(n, prompt_len, dtype=torch.bool), allowed], dim=1)  # (N, P + N)
         mask = torch.zeros(1, 1, n, prompt_len + n).masked_fill(~visible[None, None], float("-inf"))  # (1, 1, N, P+N)
@@ -368,7 +385,13 @@ class GenerativeLumen(nn.Module):
         out = self.decoder(inputs_embeds=self.embed(toks[None]), attention_mask=mask,
                            position_ids=(prompt_len + depth)[None], use_cache=True, **{kw: cache})
         h = out.last_hidden_state[0]  # (N, H)
-        return list(torch.split(h, sizes))
+        per_level = []
+        for row in rows:
+            hid = h.new_zeros(len(row), h.shape[1])  # (M_l, H)
+            hit = row >= 0
+            hid[hit] = h[row[hit]]
+            per_level.append(hid)
+        return per_level
 
     @torch.no_grad()
     def score_items(self, prompt_ids: Sequence[int], method: str = "tree") -> np.ndarray:

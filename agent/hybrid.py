@@ -229,7 +229,7 @@ def _stated_price(value: Any, message: str) -> float | None:
 
 
 # the offline router's reason for a question that names a shown item (OfflineRouter._route_rules)
-_NAMED_ITEM_QUESTION = "a question about a shown item"
+_NAMED_ITEM_QUESTIONS = ("a question about a shown item", "a short question about a shown item")
 
 
 class HybridRouter:
@@ -257,7 +257,7 @@ class HybridRouter:
         # the item is resolved when the parser found the reference, or the rules named a shown item ("the
         # FriXion", "the second one") in a question about it
         resolved = (crit is not None and crit.item_ref is not None) or \
-            (decision.reason == _NAMED_ITEM_QUESTION and decision.target_item_ref is not None)
+            (decision.reason in _NAMED_ITEM_QUESTIONS and decision.target_item_ref is not None)
         if shown and self.config.resolve_references and decision.intent in (Intent.RECOMMEND, Intent.EXPLAIN) \
                 and not resolved and _POINTS.search(message) and not (crit is not None and crit.signal):
             return "a reference to a shown item the parser did not resolve"

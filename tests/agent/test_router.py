@@ -251,3 +251,15 @@ def test_unsold_products_are_read_from_the_catalogue():
     assert unsold("the pens I have are great") is None  # no request shape
     # without the encoder's vocabulary the common-word test is skipped
     assert UnsoldProducts(parser, ProductNouns(parser), None)("I need a zorblax for the office") == "zorblax"
+
+
+def test_a_short_question_about_a_named_shown_item_decides_alone(tiny_catalog):
+    from lumenrec.agent.router import PRECISE_SCENE_RULES
+
+    r = _router_for(tiny_catalog)
+    shown = Session(session_id="s", shown=[["t1", "t2", "n1"]])
+    d = r.route("Canon one refillable?", shown)
+    assert d.intent is Intent.EXPLAIN and d.target_item_ref == 1 and d.reason == "a short question about a shown item"
+    assert d.reason in PRECISE_SCENE_RULES and not d.note  # the scene model was not asked
+    d = r.route("is the Canon one refillable, and would it fit an older printer at home?", shown)
+    assert d.reason != "a short question about a shown item"  # a longer one is left to the scene model

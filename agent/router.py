@@ -4,7 +4,9 @@
 `reason` a developer can read:
 
 1. **injection** (anywhere in the message: an injection inside a critique is still refused);
-2. **summarize_user** and **explain** (rule patterns + a reference to a shown item);
+2. **summarize_user**; **out_of_scope** for a service asked of the shop ("can you install it") and for
+   know-how, whatever the verb ("how do I clear a paper jam in my Epson?"; a question about a shown
+   item when it names one after the "how"); **explain** (rule patterns + a reference to a shown item);
 3. **smalltalk** (the whole message is a greeting/thanks/question about the assistant);
 4. **out_of_scope** for a task handed to the assistant ("write me a cover letter", "what's 17% of
    240") unless a product need is stated too; **clarify** when the shopper cannot name what they want;
@@ -19,6 +21,9 @@
 9. otherwise a nearest-prototype classifier (character n-gram TF-IDF, or MiniLM when asked for)
    over :data:`lumenrec.agent.intents.PROTOTYPES`. No sure answer -> recommend (an indirect need,
    "my laptop sits so low my neck hurts", must reach the retriever).
+
+A request the intent model sends to the retriever that asks for a product the catalogue has no kind of
+("do you sell laptops?") is turned away as out of scope (:class:`UnsoldProducts`), naming it.
 
 **First messages** (nothing shown yet) are decided by the rules only where they are precise on
 openings their author never saw (:data:`PRECISE_OPENING_RULES`: injection and account patterns,
@@ -52,9 +57,9 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from lumenrec.agent.critique import Critique, CritiqueParser
-from lumenrec.agent.intents import (EXPLAIN_RX, FORGOT_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, KNOW_HOW_RX, SERVICE_RX, NEED_RX, OUT_OF_SCOPE_RX,
-                                    PROTOTYPES, SHOPPING_NOUNS, SMALLTALK_CUE_RX, SMALLTALK_RX, SUMMARY_RX, TASK_RX,
-                                    VAGUE_WORDS, Intent)
+from lumenrec.agent.intents import (EXPLAIN_RX, FORGOT_RX, GREETING_RX, HOWTO_RX, INJECTION_RX, KNOW_HOW_RX, NEED_RX,
+                                    OUT_OF_SCOPE_RX, PROTOTYPES, SERVICE_RX, SHOPPING_NOUNS, SMALLTALK_CUE_RX,
+                                    SMALLTALK_RX, SUMMARY_RX, TASK_RX, VAGUE_WORDS, Intent)
 from lumenrec.data.types import Catalog
 from lumenrec.errors import ConfigError, MissingExtraError
 

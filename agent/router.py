@@ -387,20 +387,23 @@ class OfflineRouter:
             self._products = _product_words(self.parser)
         return any(w in self._products or (w.endswith("s") and w[:-1] in self._products) for w in content)
 
-    def product_nouns(self, text: str) -> list[str]:
-        """The catalogue's product nouns named in `text` (typos forgiven): see :class:`ProductNouns`."""
+    def _noun_index(self) -> "ProductNouns":
+        """The catalogue's product nouns (built on first use, once per router)."""
         with _NOUNS_LOCK:
             if not hasattr(self, "_nouns"):
                 self._nouns = ProductNouns(self.parser)
-        return self._nouns(_WORD.findall(text.lower()))
+        return self._nouns
+
+    def product_nouns(self, text: str) -> list[str]:
+        """The catalogue's product nouns named in `text` (typos forgiven): see :class:`ProductNouns`."""
+        return self._noun_index()(_WORD.findall(text.lower()))
 
     def unsold_product(self, text: str) -> str | None:
         """The product a request names that the catalogue has no kind of, else None: see :class:`UnsoldProducts`."""
+        nouns = self._noun_index()
         with _NOUNS_LOCK:
             if not hasattr(self, "_unsold"):
-                if not hasattr(self, "_nouns"):
-                    self._nouns = ProductNouns(self.parser)
-                self._unsold = UnsoldProducts(self.parser, self._nouns, _encoder_words(self.intent_model))
+                self._unsold = UnsoldProducts(self.parser, nouns, _encoder_words(self.intent_model))
         return self._unsold(text)
 
     def _turn_away_unsold(self, text: str, decision: RouteDecision, p_oos: float) -> RouteDecision:
@@ -572,7 +575,7 @@ class OfflineRouter:
         if SMALLTALK_RX.match(plain):
             return RouteDecision(Intent.SMALLTALK, 0.95, crit, None, "greeting / thanks / about the assistant")
         if self.config.backend == "learned":
-            if HOWTO_RX.search(text) and not (shown and _DIFFERENCE.search(text)):
+            if _asks_how_to(text, shown):
                 return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
             return self._route_learned(text, crit, ref, shown)
         body = GREETING_RX.sub("", text) or text
@@ -592,7 +595,7 @@ class OfflineRouter:
         product = (named or bool(nouns)) if oos else self._has_product_word(content)
         if need and product:
             return RouteDecision(Intent.RECOMMEND, 0.85, crit, ref, "states a shopping need")
-        if HOWTO_RX.search(text) and not (shown and _DIFFERENCE.search(text)):
+        if _asks_how_to(text, shown):
             return RouteDecision(Intent.OUT_OF_SCOPE, 0.85, crit, None, "asks for know-how, not a product")
         if not need and self._smalltalk_around(plain) and not (shown and (constrained or ref is not None)):
             return RouteDecision(Intent.SMALLTALK, 0.85, crit, None, "thanks / compliments / about the assistant")
@@ -654,6 +657,12 @@ def scene_decision(rules: RouteDecision, probs: dict[str, float], min_probabilit
         ref = named()
         ref = 0 if ref is None else ref
     return RouteDecision(Intent(best), probs[best], rules.critique, ref, f"scene model ({note}; rules: {rules.reason})", note)
+
+
+def _asks_how_to(text: str, shown: list[str]) -> bool:
+    """A request for know-how (HOWTO_RX); "what's the difference between these three?" with items on screen
+    is a question about them, not know-how."""
+    return bool(HOWTO_RX.search(text)) and not (shown and _DIFFERENCE.search(text))
 
 
 def _variants(w: str) -> set[str]:

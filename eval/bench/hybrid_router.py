@@ -152,15 +152,16 @@ def _hybrid(router, turns: list[dict[str, Any]], rules: dict[str, dict[str, Any]
     hybrid: dict[str, dict[str, Any]] = {}
     sent = []
     for t in turns:
-        why = router.needs_llm(rules[t["id"]]["decision"], t["text"], _session(t))
-        if why is not None and llm_rows[t["id"]]["intent"] is not None:
+        ruled, answer, session = rules[t["id"]], llm_rows[t["id"]], _session(t)
+        why = router.needs_llm(ruled["decision"], t["text"], session)
+        if why is not None and answer["intent"] is not None:
             sent.append(t["id"])
-            if router.overruled(rules[t["id"]]["decision"], Intent(llm_rows[t["id"]]["intent"]), t["text"], _session(t)):
-                hybrid[t["id"]] = {**rules[t["id"]], "why": why, "llm_overruled": True}
+            if router.overruled(ruled["decision"], Intent(answer["intent"]), t["text"], session):
+                hybrid[t["id"]] = {**ruled, "why": why, "llm_overruled": True}
             else:
-                hybrid[t["id"]] = {**llm_rows[t["id"]], "why": why}
+                hybrid[t["id"]] = {**answer, "why": why}
         else:
-            hybrid[t["id"]] = rules[t["id"]] if why is None else {**rules[t["id"]], "why": why, "llm_failed": True}
+            hybrid[t["id"]] = ruled if why is None else {**ruled, "why": why, "llm_failed": True}
     return hybrid, sent
 
 

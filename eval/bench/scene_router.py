@@ -14,8 +14,8 @@ model's training rows; every scene is three office-2014 items). Reported:
   of inverse regularisation C, word-feature weight and the probability the model needs to replace the
   rules' intent, beside the rules alone on the same turns.
 
-The fresh measurement is not here: ``lumenrec bench hybrid_router --turns tests/agent/data/hybrid_holdout3.jsonl``
-(four scenes none of these rows use). Writes docs/results/scene_router.json and its docs/benchmarks.md section.
+The fresh measurements are not here: ``lumenrec bench hybrid_router --turns tests/agent/data/hybrid_holdoutN.jsonl``
+on the hybrid sets that are not in SCENE_TRAINING_FILES (each in four scenes none of these rows use). Writes docs/results/scene_router.json and its docs/benchmarks.md section.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def to_markdown(r: dict[str, Any]) -> str:
              f"{', '.join(r['files'])}: the scene model's training rows, so every number here is leave-one-scene-out "
              "(the model that routes a scene's turns never saw that scene; the "
              f"{r['general_rows']} rows of {', '.join(r['general_files'])} always train, never scored). The fresh "
-             "measurement is the hybrid_holdout3 section (four other scenes).", "",
+             "measurements are the hybrid_router sections of the sets not listed here (four other scenes each).", "",
              "| rule (reason) | fired | precision | decides alone |", "|---|---|---|---|"]
     for k, v in r["rules"].items():
         lines.append(f"| {k} | {v['n']} | {v['precision']:.3f} | {'yes' if v['decides_alone'] else ''} |")

@@ -50,9 +50,11 @@ _REPO = Path(__file__).resolve().parents[1]
 # openings, all self-descriptions, to smalltalk; the author saw no dev data), openings_holdout5/6/7
 # (each written blind and measured once on a frozen router: 0.943, 0.940, 0.930; then added) and
 # openings_extra2 (600, written for training at the boundaries: products the shop does not sell, garbled
-# messages, chit-chat about work; the author saw no router, data or other set). Not the held-out intent
-# set, and not openings_holdout8 / openings_holdout9 (written blind while / after this model was built,
-# each measured once on it).
+# messages, chit-chat about work; the author saw no router, data or other set), and openings_extra3 (300,
+# written blind for training, weighted to the boundaries the fresh hybrid sets' first messages were lost
+# on: products not sold asked in free wording, services, parcels of other shops, chit-chat naming
+# products). Not the held-out intent set, and not openings_holdout8 / openings_holdout9 (written blind
+# while / after this model was built, each measured once on it).
 TRAINING_FILES = (
     "agent/data/router_train.jsonl",
     "tests/agent/data/intents.jsonl",
@@ -68,6 +70,7 @@ TRAINING_FILES = (
     "tests/agent/data/openings_holdout6.jsonl",
     "tests/agent/data/openings_holdout7.jsonl",
     "tests/agent/data/openings_extra2.jsonl",
+    "tests/agent/data/openings_extra3.jsonl",
 )
 # The in-conversation model (#19): the same softmax, trained on the turns written with three items on
 # screen (pens, staplers, ink, calculators, label makers, binders), which decides the turns the rules do
@@ -83,6 +86,10 @@ TRAINING_FILES = (
 # hybrid_holdout4 (written blind in four more scenes while the second model was built; measured once on it:
 # 0.944 in a conversation) and hybrid_holdout5 (four more scenes, written blind, measured once on the second
 # model + this session's rules: see docs/benchmarks.md) were added for the third model.
+# hybrid_holdout6 and hybrid_holdout7 (each written blind in four more scenes, measured once on the third
+# model: docs/benchmarks.md) and hybrid_train4 (600 turns in six more scenes, written blind for training,
+# weighted to the boundaries those sets' turns were lost on: products not sold, services, chit-chat about a
+# shown item, one-word questions about an attribute) were added for the fourth model.
 SCENE_WEIGHTS = DATA / "intent_model_scene.safetensors"
 SCENE_TRAINING_FILES = (
     "tests/agent/data/hybrid_turns.jsonl",
@@ -93,6 +100,9 @@ SCENE_TRAINING_FILES = (
     "tests/agent/data/hybrid_train3.jsonl",
     "tests/agent/data/hybrid_holdout4.jsonl",
     "tests/agent/data/hybrid_holdout5.jsonl",
+    "tests/agent/data/hybrid_holdout6.jsonl",
+    "tests/agent/data/hybrid_holdout7.jsonl",
+    "tests/agent/data/hybrid_train4.jsonl",
 )
 # ... and every row of these, read as turns of a conversation: the router's labelled intent set (written with
 # the rules; its messages mean the same with items on screen: "any good desk lamps?" is still a request, "is

@@ -65,6 +65,8 @@ OPENINGS = {
                "messages were lost on: products not sold asked in free wording, services, chit-chat naming products)"),
     "extra4": (_D / "openings_extra4.jsonl", "written as training data after hybrid_holdout8 was measured (the same "
                "boundaries, and gifts, wishes mid-sentence, general facts)"),
+    "extra5": (_D / "openings_extra5.jsonl", "written as training data while hybrid_holdout9 was measured (the same "
+               "boundaries)"),
     "holdout8": (_D / "openings_holdout8.jsonl", "written blind (English) while the word features were built; first 0.973 "
                  "on 5f2ee97, the word features (0.940 on the router before it); not training data"),
     "holdout9": (_D / "openings_holdout9.jsonl", "written blind (English) after the word features were frozen; first 0.977 "

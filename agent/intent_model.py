@@ -119,8 +119,8 @@ OPENING_HYBRID_FILES = (
 # the same way and also to accessories of shown items and doubts that imply wanting something else) were
 # added for the fifth model. hybrid_holdout9 and hybrid_holdout10 (four more scenes each, written blind,
 # measured once each on the fifth model: 0.975, 0.964) and hybrid_train6 (600 turns in six more scenes,
-# written blind for training before those measurements) were added for the sixth model, which no fresh
-# set has measured yet.
+# written blind for training while hybrid_holdout9 was measured) were added for the sixth model, which no
+# fresh set has measured yet.
 SCENE_WEIGHTS = DATA / "intent_model_scene.safetensors"
 SCENE_TRAINING_FILES = (
     "tests/agent/data/hybrid_turns.jsonl",

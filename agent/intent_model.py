@@ -56,7 +56,9 @@ _REPO = Path(__file__).resolve().parents[1]
 # on: products not sold asked in free wording, services, parcels of other shops, chit-chat naming
 # products), and openings_extra4 (300 more, written blind the same way after hybrid_holdout8 was measured,
 # its writer asked also for gifts and wishes mid-sentence, general facts and situations that imply a need),
-# and openings_extra5 (300 more, written blind the same way while hybrid_holdout9 was measured). Not the held-out
+# and openings_extra5 (300 more, written blind the same way while hybrid_holdout9 was measured), and
+# openings_extra6 (300 more, written blind the same way while hybrid_holdout11/12 were measured, its writer
+# asked also for general-knowledge questions and injections dressed up as shopping requests). Not the held-out
 # intent set, and not openings_holdout8 / openings_holdout9 (written blind
 # while / after this model was built, each measured once on it).
 TRAINING_FILES = (
@@ -77,12 +79,13 @@ TRAINING_FILES = (
     "tests/agent/data/openings_extra3.jsonl",
     "tests/agent/data/openings_extra4.jsonl",
     "tests/agent/data/openings_extra5.jsonl",
+    "tests/agent/data/openings_extra6.jsonl",
 )
 # ... and the first messages (nothing on screen) of these hybrid sets: written by the same blind prompt as the
 # fresh hybrid sets' first messages (hybrid_turns and hybrid_train for training; the holdouts each measured
 # once before they were added). Leaving one of hybrid_holdout3..8 out at a time, their first messages routed
 # 0.970 with these rows in training vs 0.962 without (600 messages); dev openings routed to recommend 148/150
-# with them (149 without). hybrid_holdout9/10 joined after they were measured.
+# with them (149 without). hybrid_holdout9/10 and hybrid_holdout11/12 joined after they were measured.
 OPENING_HYBRID_FILES = (
     "tests/agent/data/hybrid_turns.jsonl",
     "tests/agent/data/hybrid_holdout2.jsonl",
@@ -95,6 +98,8 @@ OPENING_HYBRID_FILES = (
     "tests/agent/data/hybrid_holdout8.jsonl",
     "tests/agent/data/hybrid_holdout9.jsonl",
     "tests/agent/data/hybrid_holdout10.jsonl",
+    "tests/agent/data/hybrid_holdout11.jsonl",
+    "tests/agent/data/hybrid_holdout12.jsonl",
 )
 # The in-conversation model (#19): the same softmax, trained on the turns written with three items on
 # screen (pens, staplers, ink, calculators, label makers, binders), which decides the turns the rules do
@@ -119,8 +124,11 @@ OPENING_HYBRID_FILES = (
 # the same way and also to accessories of shown items and doubts that imply wanting something else) were
 # added for the fifth model. hybrid_holdout9 and hybrid_holdout10 (four more scenes each, written blind,
 # measured once each on the fifth model: 0.975, 0.964) and hybrid_train6 (600 turns in six more scenes,
-# written blind for training while hybrid_holdout9 was measured) were added for the sixth model, which no
-# fresh set has measured yet.
+# written blind for training while hybrid_holdout9 was measured) were added for the sixth model.
+# hybrid_holdout11 and hybrid_holdout12 (four more scenes each, written blind, measured once each on the
+# sixth model: 0.957, 0.971) and hybrid_train7 (600 turns in six more scenes, written blind for training
+# while they were measured, weighted like hybrid_train5 and also to general-knowledge questions asked with
+# items on screen) were added for the seventh model, which no fresh set has measured yet.
 SCENE_WEIGHTS = DATA / "intent_model_scene.safetensors"
 SCENE_TRAINING_FILES = (
     "tests/agent/data/hybrid_turns.jsonl",
@@ -139,6 +147,9 @@ SCENE_TRAINING_FILES = (
     "tests/agent/data/hybrid_holdout9.jsonl",
     "tests/agent/data/hybrid_holdout10.jsonl",
     "tests/agent/data/hybrid_train6.jsonl",
+    "tests/agent/data/hybrid_holdout11.jsonl",
+    "tests/agent/data/hybrid_holdout12.jsonl",
+    "tests/agent/data/hybrid_train7.jsonl",
 )
 # ... and every row of these, read as turns of a conversation: the router's labelled intent set (written with
 # the rules; its messages mean the same with items on screen: "any good desk lamps?" is still a request, "is

@@ -40,7 +40,7 @@ INJECTION_RX = re.compile(
     r"|\bi have been pwned\b|\bapi[ _-]?keys?\b|\bword for word\b|\bverbatim\b"
     r"|\bpretend (?:that )?(?:the |your |all )?(?:previous |prior |earlier |old )?(?:rules|instructions|guidelines)"
     r"|\b(?:rules|instructions|guidelines) (?:don'?t|do not|no longer) apply\b|\bnew instructions? from\b"
-    r"|\bwhat (?:were|are) you (?:told|instructed|programmed) (?:not )?to\b"
+    r"|\bwhat (?:exactly |precisely )?(?:were|are|have) you (?:been )?(?:told|instructed|programmed) (?:not )?to\b"
     r"|\bfrom now on\b[^.?!]{0,40}\b(?:respond|reply|answer|act|you)\b|\b(?:developer|admin|system) override\b"
     r"|\byou are no longer\b|\b(?:everything|all|the text) above this\b|\binternal (?:routing |system )?(?:rules|instructions|config\w*|prompts?)\b"
     r"|\bwhat model are you\b|\btemperature setting\b|\b(?:share|tell me|give me) your (?:rules|prompt|instructions|settings|config\w*)\b"
@@ -71,7 +71,7 @@ SUMMARY_RX = re.compile(
     r"|what (?:brand|kind|type|size|color|colour)s? (?:of \w+ )?do i (?:usually |normally |always )?(?:get|buy|order|use)"
     r"|remind me what|what (?:\w+ )?(?:did )?i (?:buy|bought|order|ordered|get|got) (?:last|before|previously)"
     r"|order hist\w*|purchase hist\w*|buying hist\w*|my (?:last|previous|past|recent) (?:order|orders|purchases?)"
-    r"|do you (?:remember|know|recall) (?:which|what|my)\b|what (?:have|did) i (?:been )?(?:buying|ordering|getting)"
+    r"|do you (?:remember|recall) (?:which|what|my)\b|do you know (?:my\b|(?:which|what)\b[^.?!]{0,30}\b(?:i|we|me)\b)|what (?:have|did) i (?:been )?(?:buying|ordering|getting)"
     r"|what was (?:the name of )?(?:that|the) \w+ i (?:got|bought|ordered)"
     # a question about what they bought ("which toner I ordered back in March", "was the chair I bought the mesh one")
     r"|\b(?:which|what)\b[^.?!]{0,40}\b(?:i|we)(?:'ve| have)? (?:bought|ordered|purchased|got)\b(?![^.?!]{0,30}\b(?:need|want|looking)\b)"
@@ -89,7 +89,7 @@ EXPLAIN_RX = re.compile(
 )
 
 SMALLTALK_RX = re.compile(
-    r"^\s*(?:(?:hi+|hello+|hey+|hiya|yo|howdy|greetings|good (?:morning|afternoon|evening|night)|thanks?(?: you)?(?: so much| a lot)?|thx|ty"
+    r"^\s*(?:(?:hi+|hello+|hey+|hiya|yo|howdy|greetings|(?:good )?(?:morning|afternoon|evening)|good night|thanks?(?: you)?(?: so much| a lot)?|thx|ty"
     r"|bye+|goodbye|see (?:you|ya)(?: later)?|have a (?:nice|good|great) (?:day|one|evening)|nice to meet you|lol+|haha+"
     r"|how are you(?: doing)?(?: today)?|how'?s it going|what'?s up|who are you|what are you|are you (?:a )?(?:robot|bot|human|ai|real)"
     r"|what(?:'s| is) your name|what can you do|you(?:'re| are) (?:awesome|great|the best|helpful|funny)|cool,? thanks(?: for the help)?"

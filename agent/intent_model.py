@@ -85,7 +85,7 @@ TRAINING_FILES = (
 # fresh hybrid sets' first messages (hybrid_turns and hybrid_train for training; the holdouts each measured
 # once before they were added). Leaving one of hybrid_holdout3..8 out at a time, their first messages routed
 # 0.970 with these rows in training vs 0.962 without (600 messages); dev openings routed to recommend 148/150
-# with them (149 without). hybrid_holdout9/10 and hybrid_holdout11/12 joined after they were measured.
+# with them (149 without). hybrid_holdout9/10, 11/12 and 13/14 joined after they were measured.
 OPENING_HYBRID_FILES = (
     "tests/agent/data/hybrid_turns.jsonl",
     "tests/agent/data/hybrid_holdout2.jsonl",
@@ -100,6 +100,8 @@ OPENING_HYBRID_FILES = (
     "tests/agent/data/hybrid_holdout10.jsonl",
     "tests/agent/data/hybrid_holdout11.jsonl",
     "tests/agent/data/hybrid_holdout12.jsonl",
+    "tests/agent/data/hybrid_holdout13.jsonl",
+    "tests/agent/data/hybrid_holdout14.jsonl",
 )
 # The in-conversation model (#19): the same softmax, trained on the turns written with three items on
 # screen (pens, staplers, ink, calculators, label makers, binders), which decides the turns the rules do
@@ -128,7 +130,9 @@ OPENING_HYBRID_FILES = (
 # hybrid_holdout11 and hybrid_holdout12 (four more scenes each, written blind, measured once each on the
 # sixth model: 0.957, 0.971) and hybrid_train7 (600 turns in six more scenes, written blind for training
 # while they were measured, weighted like hybrid_train5 and also to general-knowledge questions asked with
-# items on screen) were added for the seventh model, which no fresh set has measured yet.
+# items on screen) were added for the seventh model. hybrid_holdout13 and hybrid_holdout14 (four more scenes
+# each, written blind, measured once each on the seventh model: 0.986, 0.954) were added for the eighth
+# model, which no fresh set has measured yet.
 SCENE_WEIGHTS = DATA / "intent_model_scene.safetensors"
 SCENE_TRAINING_FILES = (
     "tests/agent/data/hybrid_turns.jsonl",
@@ -150,6 +154,8 @@ SCENE_TRAINING_FILES = (
     "tests/agent/data/hybrid_holdout11.jsonl",
     "tests/agent/data/hybrid_holdout12.jsonl",
     "tests/agent/data/hybrid_train7.jsonl",
+    "tests/agent/data/hybrid_holdout13.jsonl",
+    "tests/agent/data/hybrid_holdout14.jsonl",
 )
 # ... and every row of these, read as turns of a conversation: the router's labelled intent set (written with
 # the rules; its messages mean the same with items on screen: "any good desk lamps?" is still a request, "is

@@ -36,7 +36,7 @@ INJECTION_RX = re.compile(
     r"|\brepeat (?:everything|all|the text|what'?s) above"
     r"|\byou are now\b|\bfrom now on you\b|\bact as (?:an? )?(?:unrestricted|unfiltered|jailbroken|my)\b|\bpretend (?:you|to be)\b"
     r"|\bdeveloper mode\b|\bjailbreak|\bDAN\b|\bno (?:restrictions|filters)\b|\bwithout any filters\b"
-    r"|</?\s*(?:system|user|assistant)\s*>|^\s*system\s*:|\bnew (?:rule|instructions?)\s*:"
+    r"|</?\s*(?:system|user|assistant)\s*>|(?:^|[.!?]\s+)\s*system\s*:|\bnew (?:rule|instructions?)\s*[:-]"
     r"|\bi have been pwned\b|\bapi[ _-]?keys?\b|\bword for word\b|\bverbatim\b"
     r"|\bpretend (?:that )?(?:the |your |all )?(?:previous |prior |earlier |old )?(?:rules|instructions|guidelines)"
     r"|\b(?:rules|instructions|guidelines) (?:don'?t|do not|no longer) apply\b|\bnew instructions? from\b"
@@ -61,7 +61,7 @@ INJECTION_RX = re.compile(
 )
 
 SUMMARY_RX = re.compile(
-    r"\b(what do you know about me|about me\b|my (?:shopping |purchase |order )?(?:history|profile|preferences|habits|taste|purchases)"
+    r"\b(what do you know about me|about me\b|my (?:shopping |purchase |order )?(?:history(?! (?:textbook|book|class|homework|essay|exam|test|teacher|paper|project|lesson|course|notes|assignment|report|chapter))|profile|preferences|habits|taste|purchases)"
     r"|what (?:have|did) i (?:buy|bought|order|ordered|purchase|purchased)|what kind of (?:shopper|customer|buyer) am i"
     r"|what do (?:you think )?i (?:like|usually buy|buy)|who am i as|describe me|sum(?:marize|marise| up) (?:me|my)"
     r"|recap what i|what i(?:'ve| have) been buying|what brands do i|what i usually buy|my past orders"
@@ -92,7 +92,7 @@ SMALLTALK_RX = re.compile(
     r"^\s*(?:(?:hi+|hello+|hey+|hiya|yo|howdy|greetings|(?:good )?(?:morning|afternoon|evening)|good night|thanks?(?: you)?(?: so much| a lot)?|thx|ty"
     r"|bye+|goodbye|see (?:you|ya)(?: later)?|have a (?:nice|good|great) (?:day|one|evening)|nice to meet you|lol+|haha+"
     r"|how are you(?: doing)?(?: today)?|how'?s it going|what'?s up|who are you|what are you|are you (?:a )?(?:robot|bot|human|ai|real)"
-    r"|what(?:'s| is) your name|what can you do|you(?:'re| are) (?:awesome|great|the best|helpful|funny)|cool,? thanks(?: for the help)?"
+    r"|what(?:'s| is) your name|what (?:kinds? of |sorts? of )?(?:things |stuff )?can you do|you(?:'re| are) (?:awesome|great|the best|helpful|funny)|cool,? thanks(?: for the help)?"
     r"|(?:ok|okay|great|cool|awesome),? (?:thanks|thank you)(?: for the help)?"
     r"|how'?s (?:your|the) (?:day|morning|week|evening)(?: going)?|whats? up|sup|heya?y*|hey+ there"
     r"|(?:cool|ok|okay|great|awesome|nice)(?:[ ,]+(?:cool|ok|okay|great|awesome|nice))*,? (?:appreciate it|thanks?|thx|ty)"

@@ -48,7 +48,7 @@ def test_shipped_model_matches_its_training_files():
     assert m.meta["rows_sha256"] == im.rows_digest(rows) and m.meta["rows"] == len(rows)
     files = " ".join(im.TRAINING_FILES + im.OPENING_HYBRID_FILES)
     assert "openings_holdout8" not in files and "openings_holdout9" not in files  # the newest sets stay out
-    assert "hybrid_holdout13" not in files and "hybrid_holdout14" not in files
+    assert "hybrid_holdout15" not in files and "hybrid_holdout16" not in files
     # only the first messages of the hybrid sets: no row with items on screen
     assert len(rows) == len(im.read_rows([im._REPO / f for f in im.TRAINING_FILES])) + len(
         im.read_rows([im._REPO / f for f in im.OPENING_HYBRID_FILES], scene=False))
@@ -222,7 +222,7 @@ def test_shipped_scene_model_matches_its_training_files():
     rows = im.scene_training_rows()
     assert m.meta["rows_sha256"] == im.rows_digest(rows) and m.meta["rows"] == len(rows) and m.meta["scene"] is True
     files = " ".join(im.SCENE_TRAINING_FILES)
-    assert "hybrid_holdout13" not in files and "hybrid_holdout14" not in files  # the next fresh sets stay out
+    assert "hybrid_holdout15" not in files and "hybrid_holdout16" not in files  # the next fresh sets stay out
     assert set(m.classes) == {i.value for i in Intent}
     assert m.meta["c"] == im.SCENE_C
 

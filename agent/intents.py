@@ -36,7 +36,7 @@ INJECTION_RX = re.compile(
     r"|\brepeat (?:everything|all|the text|what'?s) above"
     r"|\byou are now\b|\bfrom now on you\b|\bact as (?:an? )?(?:unrestricted|unfiltered|jailbroken|my)\b|\bpretend (?:you|to be)\b"
     r"|\bdeveloper mode\b|\bjailbreak|\bDAN\b|\bno (?:restrictions|filters)\b|\bwithout any filters\b"
-    r"|</?\s*(?:system|user|assistant)\s*>|(?:^|[.!?]\s+)\s*system\s*:|\bnew (?:rule|instructions?)\s*[:-]"
+    r"|</?\s*(?:system|user|assistant)\s*>|(?:^\s*|[.!?]\s+)system\s*:|\bnew (?:rule|instructions?)\s*[:-]"
     r"|\bi have been pwned\b|\bapi[ _-]?keys?\b|\bword for word\b|\bverbatim\b"
     r"|\bpretend (?:that )?(?:the |your |all )?(?:previous |prior |earlier |old )?(?:rules|instructions|guidelines)"
     r"|\b(?:rules|instructions|guidelines) (?:don'?t|do not|no longer) apply\b|\bnew instructions? from\b"

@@ -78,6 +78,8 @@ def test_config_is_validated():
         BuildConfig(generative=True, generative_time_s=0)
     with pytest.raises(ConfigError, match="generative_steps"):
         BuildConfig(generative_steps=0)
+    with pytest.raises(ConfigError, match="generative_item_vectors"):
+        BuildConfig(generative_item_vectors="sasrec")
     with pytest.raises(ConfigError, match="redo"):
         BuildConfig(redo="narrate")
     assert BuildConfig(redo="generative").redo == "generative"
@@ -153,8 +155,15 @@ def test_the_generative_stage_trains_resumably_and_serves(built, tmp_path):
     build(BuildConfig(**cfg))  # the re-run continues the run to its steps
     again = json.loads((copy / "build.json").read_text())["stages"]["generative"]["metrics"]
     assert again["finished"] and again["steps_total"] == 4 and again["steps_this_run"] == 4 - first["steps_total"]
+    assert again["item_vectors"] == "minilm item text"  # the default: semantic IDs of the item texts
+    gcfg = json.loads((copy / "generative" / "model" / "config.json").read_text())
+    assert gcfg["item_vectors"] == "minilm item text"
     rec = Recommender.from_pretrained(copy / "generative")
     reply = rec.chat("g1", "I need some pens for the office")
     assert reply.items and all(it["id"] in rec.catalog for it in reply.items)
     ret = next(s for s in reply.trace if s.name == "retrieve")
     assert "Generative" in ret.details["retriever"]
+    # another choice of item vectors is another run: it starts over instead of reusing the text codes
+    build(BuildConfig(**cfg, generative_item_vectors="ilm", generative_time_s=1e-3))
+    redo = json.loads((copy / "build.json").read_text())["stages"]["generative"]["metrics"]
+    assert redo["item_vectors"] == "ilm (this build)" and redo["steps_this_run"] == redo["steps_total"] < 4

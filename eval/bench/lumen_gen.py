@@ -156,7 +156,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     conv_users = {c.user_id for c in ds.conversations}
     vecs, vec_source = _item_vectors(cat, args.ilm_checkpoint)
     out = Path(args.out)
-    sid_cfg = SemanticIDConfig(mode=args.mode, levels=args.levels, codebook_size=args.codebook_size, seed=args.seed)
+    sid_cfg = SemanticIDConfig(mode=args.mode, levels=args.levels, codebook_size=args.codebook_size, leaf=args.leaf,
+                               seed=args.seed)
     sids = run_semantic_ids(out / "model", sid_cfg, len(cat), lambda: vecs)
     examples = build_examples(split.train, split.train_users, cat,
                               ExampleConfig(positions_per_user=args.positions, seed=args.seed), exclude_users=conv_users)
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     short = train["steps_total"] < args.steps or epochs < 1.0  # stopped by the budget, or not one pass over the data
     return {
         "data": args.data, "items": len(cat), "users": len(ds.interactions), "conversation_users_excluded": len(conv_users),
-        "item_vectors": vec_source, "semantic_ids": {"mode": args.mode, "levels": sids.num_levels,
+        "item_vectors": vec_source, "semantic_ids": {"mode": args.mode, "leaf": args.leaf, "levels": sids.num_levels,
                                                      "level_sizes": sids.level_sizes, "collision_level": sids.collision_level},
         "model": model.describe(), "backbone_dir": model.backbone_dir,
         "examples": {"total": len(examples), "item": sum(e.task == "item" for e in examples),
@@ -233,6 +234,9 @@ def to_markdown(r: dict[str, Any]) -> str:
     b = r["eval"]["beam_top10"]
     label = (f"SHORT RUN ({r['epochs']:.2f} epochs: a loop check, not a trained model)" if r["short_run"]
              else f"{r['epochs']:.2f} epochs")
+    sid = r["semantic_ids"]
+    leaf_note = ("last level: each item's own token" if sid.get("leaf") == "item"
+                 else f"collision level: {sid['collision_level']}")
     return "\n".join([
         f"**{label}**: {t['steps_total']} steps of batch {r['train_config']['batch_size']} "
         f"({t['steps_this_run']} in this call, resumed from {t['resumed_from']}), {t['wall_s']:.0f} s training in this call "
@@ -243,7 +247,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"{t['loss_last20']:.3f}.",
         "",
         f"Data `{r['data']}`: {r['items']} items; item vectors: {r['item_vectors']}; semantic IDs {r['semantic_ids']['mode']} "
-        f"with level sizes {r['semantic_ids']['level_sizes']} (collision level: {r['semantic_ids']['collision_level']}); "
+        f"with level sizes {r['semantic_ids']['level_sizes']} ({leaf_note}); "
         f"{r['model']['trainable_params']:,} trainable of {r['model']['total_params']:,} parameters. "
         f"Examples from training sequences only ({r['conversation_users_excluded']} conversation users left out): "
         f"{r['examples']['item']} item ({r['examples']['with_critique']} with a synthetic critique), "
@@ -282,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", default="rq", choices=("rq", "atomic"))
     ap.add_argument("--levels", type=int, default=2)
     ap.add_argument("--codebook-size", type=int, default=16)
+    ap.add_argument("--leaf", default="collision", choices=("collision", "item"),
+                    help="last code of an RQ tuple: a collision index (TIGER) or the item's own token")
     ap.add_argument("--positions", type=int, default=3, help="last transitions per training user")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch-size", type=int, default=8)

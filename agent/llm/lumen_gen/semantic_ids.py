@@ -25,6 +25,7 @@ from lumenrec.errors import ConfigError
 __all__ = ["SemanticIDConfig", "SemanticIDs", "PrefixTrie", "kmeans", "residual_kmeans", "assign_semantic_ids"]
 
 MODES = ("rq", "atomic")
+LEAVES = ("collision", "item")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class SemanticIDConfig:
     kmeans_iters: int = 25  # Lloyd iterations per level (converges within ~10-20 on 384-d MiniLM vectors)
     seed: int = 0  # k-means++ seeding: same seed and vectors, same codes
     normalize: bool = True  # L2-normalise the item vectors first (MiniLM/ILM vectors are compared by cosine)
+    # the last code of an RQ tuple: "collision" (TIGER: 0, 1, 2, ... in catalogue order, only where tuples
+    # collide) or "item" (every item ends with a token of its own, its row started from its own vector, so
+    # the choice inside a prefix is made by content, not by an arbitrary index)
+    leaf: str = "collision"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -48,6 +53,8 @@ class SemanticIDConfig:
             setattr(self, name, int(v))
         if self.mode == "rq" and self.codebook_size < 2:
             raise ConfigError("codebook_size", self.codebook_size, "must be >= 2 for residual quantisation")
+        if self.leaf not in LEAVES:
+            raise ConfigError("leaf", self.leaf, f"must be one of {LEAVES}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,7 +159,9 @@ class SemanticIDs:
         """Readable names of the new tokens, e.g. '<sid_0_12>' (level 0, code 12) or '<item_7>'."""
         if self.config.mode == "atomic":
             return [f"<item_{i}>" for i in range(self.num_tokens)]
-        return [f"<sid_{lvl}_{c}>" for lvl, size in enumerate(self.level_sizes) for c in range(size)]
+        leaf = self.num_levels - 1 if self.config.leaf == "item" else -1
+        return [f"<item_{c}>" if lvl == leaf else f"<sid_{lvl}_{c}>"
+                for lvl, size in enumerate(self.level_sizes) for c in range(size)]
 
     def trie(self) -> "PrefixTrie":
         return PrefixTrie(self.codes, self.level_sizes)
@@ -172,6 +181,9 @@ def assign_semantic_ids(vectors: np.ndarray, config: SemanticIDConfig | None = N
     codes, books = residual_kmeans(v, cfg.levels, cfg.codebook_size, iters=cfg.kmeans_iters, seed=cfg.seed)
     sizes = [len(b) for b in books]
     vecs = list(books)
+    if cfg.leaf == "item":  # one leaf token per item, from its own vector: tuples are unique by construction
+        codes = np.concatenate([codes, np.arange(n, dtype=np.int64)[:, None]], axis=1)
+        return SemanticIDs(codes, sizes + [n], np.concatenate(vecs + [v]).astype(np.float32), cfg, False)
     # collisions: items with the same tuple get 0, 1, 2, ... in catalogue order
     _, inverse = np.unique(codes, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)

@@ -88,6 +88,31 @@ def test_atomic_mode_is_one_token_per_item():
     assert s.token_names()[3] == "<item_3>"
 
 
+def test_item_leaf_ends_every_tuple_with_the_items_own_token():
+    """leaf="item": identical vectors still get unique tuples, and the leaf rows start from the items' vectors."""
+    v = np.array([[1, 0], [1, 0], [0, 1], [1, 0], [-1, 0]], dtype=np.float32)  # items 0, 1, 3 identical
+    s = assign_semantic_ids(v, SemanticIDConfig(levels=1, codebook_size=3, leaf="item"))
+    assert not s.collision_level and s.num_levels == 2 and s.level_sizes[-1] == 5
+    assert s.codes[:, 1].tolist() == [0, 1, 2, 3, 4] and len({tuple(r) for r in s.codes.tolist()}) == 5
+    assert np.allclose(s.token_vectors[-5:], v)  # unit vectors already: the leaf row of item i starts at v_i
+    t = s.trie()
+    assert t.allowed((int(s.codes[0, 0]),)).tolist() == [0, 1, 3]  # the prefix of the three identical items
+    assert s.token_names()[-1] == "<item_4>" and s.token_names()[0] == "<sid_0_0>"
+    with pytest.raises(ConfigError, match="leaf"):
+        SemanticIDConfig(leaf="index")
+
+
+def test_item_leaf_scores_and_decodes_the_catalogue():
+    x = np.random.default_rng(2).normal(size=(60, 16)).astype(np.float32)
+    s = assign_semantic_ids(x, SemanticIDConfig(levels=1, codebook_size=4, leaf="item"))
+    m = _model(s)
+    p = m.prompt([3, 9], "a cheaper one")
+    tree, batched = m.score_items(p), m.score_items(p, method="batched")
+    assert np.allclose(tree, batched, atol=1e-5) and np.exp(tree).sum() == pytest.approx(1.0, abs=1e-5)
+    got = m.beam_search(p, k=5)  # width 5 >= the 4 first-level codes: the beam is exact here
+    assert [i for i, _ in got] == np.argsort(-tree, kind="stable")[:5].tolist()
+
+
 def test_kmeans_with_more_clusters_than_distinct_points():
     x = np.array([[0.0, 1.0], [0.0, 1.0], [2.0, 0.0]])
     cent, lab = kmeans(x, 5)

@@ -44,3 +44,21 @@ def test_bench_lumen_gen_end_to_end(tmp_path, monkeypatch):
     assert state["step"] == 6
     metrics = json.loads((tmp_path / "run" / "model" / "metrics.json").read_text())
     assert len(metrics["history"]) == 6 and metrics["train_wall_s_total"] > 0
+
+
+def test_bench_lumen_gen_with_item_leaves(tmp_path, monkeypatch):
+    """--leaf item: every tuple ends with the item's own token; the report says so and every beam item is valid."""
+    from lumenrec.eval.bench import lumen_gen
+
+    monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
+    backbone = save_tiny_backbone(tmp_path / "tiny")
+    args = ["--data", "synthetic:num_items=150,num_users=120,num_conversations=4,max_seq_len=20", "--backbone", str(backbone),
+            "--out", str(tmp_path / "run"), "--steps", "2", "--threads", "1", "--eval-users", "6", "--beam-users", "2",
+            "--narrative-cases", "2", "--levels", "1", "--codebook-size", "4", "--leaf", "item", "--name", "leafy"]
+    assert lumen_gen.main(args) == 0
+    r = json.loads((tmp_path / "docs" / "results" / "leafy.json").read_text())
+    sid = r["semantic_ids"]
+    assert sid["leaf"] == "item" and sid["level_sizes"][-1] == 150 and len(sid["level_sizes"]) == 2
+    assert r["eval"]["beam_top10"]["valid_catalogue_items"] == r["eval"]["beam_top10"]["items_returned"] == 20
+    md = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "last level: each item's own token" in md and "collision level" not in md

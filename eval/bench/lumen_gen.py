@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lumenrec.agent.llm.lumen_gen.semantic_ids import LEAVES, MODES  # numpy only: --help stays torch-free
 from lumenrec.eval.report import machine_info, markdown_table, publish
 
 __all__ = ["main", "run"]
@@ -283,10 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/lumen_gen/synth300", help="checkpoint directory root (resumable)")
     ap.add_argument("--backbone", default=None, help="HF model dir or .gguf (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--ilm-checkpoint", default=None, help="ILM checkpoint for the item vectors (default: MiniLM text)")
-    ap.add_argument("--mode", default="rq", choices=("rq", "atomic"))
+    ap.add_argument("--mode", default="rq", choices=MODES)
     ap.add_argument("--levels", type=int, default=2)
     ap.add_argument("--codebook-size", type=int, default=16)
-    ap.add_argument("--leaf", default="collision", choices=("collision", "item"),
+    ap.add_argument("--leaf", default="collision", choices=LEAVES,
                     help="last code of an RQ tuple: a collision index (TIGER) or the item's own token")
     ap.add_argument("--positions", type=int, default=3, help="last transitions per training user")
     ap.add_argument("--steps", type=int, default=150)

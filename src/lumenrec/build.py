@@ -67,6 +67,8 @@ _STAGE_FIELDS = {
 # next build of an existing directory. index 2: the popularity column is scaled (lumen_index.index_layout).
 # generative 2: semantic IDs are a text cluster + the item's own token (were ILM residual codes + collision index)
 _STAGE_VERSIONS = {"index": 2, "generative": 2}
+# what the generative stage's semantic IDs may quantise (BuildConfig.generative_item_vectors)
+GENERATIVE_ITEM_VECTORS = ("text", "ilm")
 
 
 def default_build_dir(data: str) -> Path:
@@ -128,8 +130,9 @@ class BuildConfig:
             raise ConfigError("generative_time_s", self.generative_time_s, "must be > 0 seconds")
         if isinstance(self.generative_steps, bool) or not isinstance(self.generative_steps, int) or self.generative_steps < 1:
             raise ConfigError("generative_steps", self.generative_steps, "must be a positive integer")
-        if self.generative_item_vectors not in ("text", "ilm"):
-            raise ConfigError("generative_item_vectors", self.generative_item_vectors, "must be 'text' or 'ilm'")
+        if self.generative_item_vectors not in GENERATIVE_ITEM_VECTORS:
+            raise ConfigError("generative_item_vectors", self.generative_item_vectors,
+                              f"must be one of {GENERATIVE_ITEM_VECTORS}")
         if self.chroma is not None:
             host, _, port = self.chroma.rpartition(":")
             if not port.isdigit() or not 0 < int(port) < 65536:
@@ -483,7 +486,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generative-time", type=float, default=600.0,
                    help="seconds of generative training in this build (default 600; a re-run continues the run)")
     p.add_argument("--generative-steps", type=int, default=2000, help="optimizer steps of the whole generative run")
-    p.add_argument("--generative-item-vectors", choices=("text", "ilm"), default="text",
+    p.add_argument("--generative-item-vectors", choices=GENERATIVE_ITEM_VECTORS, default="text",
                    help="what its semantic IDs quantise: MiniLM item text (default) or this build's ILM vectors")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=_run)

@@ -145,18 +145,25 @@ def test_the_generative_stage_trains_resumably_and_serves(built, tmp_path):
     shutil.copytree(built, copy)
     backbone = str(save_tiny_backbone(tmp_path / "tiny"))
     cfg = dict(data=DATA, out=str(copy), max_time_s=20, ilm_epochs=3, lumen_epochs=3, progress=False, generative=True,
-               generative_backbone=backbone, generative_steps=4)
+               generative_backbone=backbone, generative_steps=4, generative_stage2_steps=2)
     before = json.loads((copy / "build.json").read_text())["stages"]
     build(BuildConfig(**cfg, generative_time_s=1e-3))  # the budget stops it after its first step
     st = json.loads((copy / "build.json").read_text())["stages"]
     assert {k: st[k] for k in STAGES} == before  # the tower's stages were not touched
     first = st["generative"]["metrics"]
-    assert first["steps_total"] < 4 and not first["finished"]
-    build(BuildConfig(**cfg))  # the re-run continues the run to its steps
+    assert first["steps_total"] < 4 and not first["finished"] and first["stage2"] is None
+    assert first["checkpoint"] == "stage1"  # served meanwhile: the first stage's checkpoint
+    build(BuildConfig(**cfg))  # the re-run continues the run to its steps, then trains the second stage
     again = json.loads((copy / "build.json").read_text())["stages"]["generative"]["metrics"]
     assert again["finished"] and again["steps_total"] == 4 and again["steps_this_run"] == 4 - first["steps_total"]
+    assert again["stage2"]["steps_total"] == 2 and again["checkpoint"] == "model"
+    assert again["stage2"]["examples"] < again["examples"]  # the critique-heavy mix
+    s2 = json.loads((copy / "generative" / "model" / "config.json").read_text())
+    assert s2["init_from"]["dir"] == str(copy / "generative" / "stage1") and s2["init_from"]["step"] == 4
+    assert s2["train"]["lr_schedule"] == "cosine"
+    assert json.loads((copy / "generative" / "recommender.json").read_text())["retriever"]["checkpoint"] == "model"
     assert again["item_vectors"] == "minilm item text"  # the default: semantic IDs of the item texts
-    gcfg = json.loads((copy / "generative" / "model" / "config.json").read_text())
+    gcfg = json.loads((copy / "generative" / "stage1" / "config.json").read_text())
     assert gcfg["item_vectors"] == "minilm item text"
     rec = Recommender.from_pretrained(copy / "generative")
     reply = rec.chat("g1", "I need some pens for the office")
@@ -167,3 +174,44 @@ def test_the_generative_stage_trains_resumably_and_serves(built, tmp_path):
     build(BuildConfig(**cfg, generative_item_vectors="ilm", generative_time_s=1e-3))
     redo = json.loads((copy / "build.json").read_text())["stages"]["generative"]["metrics"]
     assert redo["item_vectors"] == "ilm (this build)" and redo["steps_this_run"] == redo["steps_total"] < 4
+
+
+@pytest.mark.integration
+def test_the_generative_stage_trains_on_a_file_of_llm_narratives(built, tmp_path, monkeypatch):
+    """--generative-narratives FILE: the narratives `lumenrec llm training-narratives` wrote (a scripted local
+    model here) are the training narratives, recorded as the LLM's; a file that changed starts the run over."""
+    import shutil
+
+    from tiny_lm import save_tiny_backbone
+
+    from lumenrec.agent.llm import backends
+    from lumenrec.agent.llm.lumen_gen.narratives import write_training_narratives
+
+    class Scripted:
+        name, model = "llamacpp", "scripted-llm"
+
+        def generate(self, messages, max_tokens=128, temperature=0.0, **kw):
+            return "This shopper wanted one more useful item for the office desk every day."
+
+    monkeypatch.setattr(backends, "make_local_llm", lambda *a, **k: Scripted())
+    narr = tmp_path / "narratives.jsonl"
+    w = write_training_narratives(DATA, narr)
+    assert w["done"] and w["written"] == w["narratives_wanted"] > 0
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    cfg = dict(data=DATA, out=str(copy), max_time_s=20, ilm_epochs=3, lumen_epochs=3, progress=False, generative=True,
+               generative_backbone=str(save_tiny_backbone(tmp_path / "tiny")), generative_steps=2,
+               generative_stage2_steps=1, generative_narratives=str(narr))
+    build(BuildConfig(**cfg))
+    first = json.loads((copy / "build.json").read_text())["stages"]["generative"]["metrics"]
+    assert first["narrators"] == ["llm:scripted-llm"] and first["finished"]
+    lines = narr.read_text().splitlines()
+    narr.write_text("\n".join(lines[:-1]) + "\n")  # one narrative fewer: other examples, so another run
+    build(BuildConfig(**cfg))
+    again = json.loads((copy / "build.json").read_text())["stages"]["generative"]["metrics"]
+    assert again["examples"] == first["examples"] - 1 and again["steps_this_run"] == again["steps_total"] == 2
+    assert again["stage2"]["steps_this_run"] == again["stage2"]["steps_total"] == 1
+    # the second stage sees each of the file's narratives 3x (GENERATIVE_STAGE2)
+    assert again["narrative_examples"] == len(lines) - 1 and again["stage2"]["narrative_examples"] == 3 * (len(lines) - 1)
+    with pytest.raises(ConfigError, match="generative_narratives"):
+        BuildConfig(**{**cfg, "generative_narratives": str(tmp_path / "absent.jsonl")})

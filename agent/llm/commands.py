@@ -50,7 +50,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stream", action="store_true", help="print pieces as they arrive")
     g.set_defaults(func=_generate)
 
+    t = llm_sub.add_parser("training-narratives",
+                           help="write the generative LUMEN's training narratives with a local LLM into a JSONL "
+                                "file (resumable, under a time budget)")
+    t.add_argument("--data", default="office-2014", help="dataset name (as bench lumen_gen / build --data)")
+    t.add_argument("--out", required=True, help="the narratives file (JSONL); a re-run continues it")
+    t.add_argument("--model", default=None, help="registry model or .gguf (default: the best installed)")
+    t.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
+    t.add_argument("--max-time", type=float, default=None, help="seconds of writing in this call (default: until done)")
+    t.add_argument("--positions", type=int, default=3, help="as bench lumen_gen --positions")
+    t.add_argument("--seed", type=int, default=0, help="as bench lumen_gen --seed")
+    t.set_defaults(func=_training_narratives)
+
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _training_narratives(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from lumenrec.agent.llm.lumen_gen.narratives import write_training_narratives
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    r = write_training_narratives(args.data, args.out, model=args.model, threads=args.threads,
+                                  max_time_s=args.max_time, positions=args.positions, seed=args.seed)
+    print(json.dumps(r, indent=2))
+    if not r["done"]:
+        print(f"{r['missing']} narratives still to write: run the same command again to continue", file=sys.stderr)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

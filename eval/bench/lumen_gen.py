@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from lumenrec.agent.llm.lumen_gen.semantic_ids import LEAVES, MODES  # numpy only: --help stays torch-free
+from lumenrec.agent.llm.lumen_gen import LR_SCHEDULES
 from lumenrec.eval.report import machine_info, markdown_table, publish
 
 __all__ = ["main", "run"]
@@ -87,6 +88,14 @@ def _narratives(model, ds, n: int) -> dict[str, Any]:
         if len(examples) < 3:
             examples.append({"user_id": c.user_id, "lumen_gen": gen, "offline": off, "reference": ref})
     return {"cases": len(convs), "rougeL": {k: float(np.mean(v)) for k, v in rows.items()}, "examples": examples}
+
+
+def _run_step(directory: Path) -> int | None:
+    """The step a run's checkpoint reached (None when it has no resume state)."""
+    import json
+
+    f = Path(directory) / "resume.json"
+    return int(json.loads(f.read_text())["step"]) if f.is_file() else None
 
 
 def _rank_metrics(scores: np.ndarray, histories, targets) -> dict[str, float]:
@@ -160,14 +169,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sid_cfg = SemanticIDConfig(mode=args.mode, levels=args.levels, codebook_size=args.codebook_size, leaf=args.leaf,
                                seed=args.seed)
     sids = run_semantic_ids(out / "model", sid_cfg, len(cat), lambda: vecs)
+    narrator = None
+    if args.narratives:  # LLM narratives written beforehand (lumenrec llm training-narratives)
+        from lumenrec.agent.llm.lumen_gen.narratives import FileNarrator
+
+        narrator = FileNarrator(args.narratives, cat)
     examples = build_examples(split.train, split.train_users, cat,
-                              ExampleConfig(positions_per_user=args.positions, seed=args.seed), exclude_users=conv_users)
+                              ExampleConfig(positions_per_user=args.positions, seed=args.seed,
+                                            history_only_fraction=args.history_only_fraction,
+                                            narrative_repeats=args.narrative_repeats),
+                              exclude_users=conv_users, narrator=narrator)
     narrators = sorted({e.narrator for e in examples if e.narrator})
+    narrative_file = None if narrator is None else {"path": args.narratives, **narrator.stats()}
     model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=args.backbone, seed=args.seed), sids)
     tcfg = LumenGenTrainConfig(steps=args.steps, batch_size=args.batch_size, max_time_s=args.max_time,
-                               checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed)
+                               checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed,
+                               lr=args.lr, lr_items=args.lr_items, lr_schedule=args.lr_schedule,
+                               warmup_steps=args.warmup_steps)
+    init_from = None
+    if args.init_from:  # a second stage: another run's weights, this run's examples and schedule
+        init_from = Path(args.init_from)
+        init_from = init_from / "model" if (init_from / "model" / "config.json").is_file() else init_from
     train = train_lumen_gen(model, examples, cat.ids, tcfg, out=out / "model",
-                            extra={"data": args.data, "item_vectors": vec_source})
+                            extra={"data": args.data, "item_vectors": vec_source}, init_from=init_from)
     log.info("training: %s", train)
     # the run's directory is a system every entry point loads: `lumenrec chat --model OUT`, replay's
     # recommender_dir=OUT, Recommender.from_pretrained(OUT)
@@ -215,9 +239,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": model.describe(), "backbone_dir": model.backbone_dir,
         "examples": {"total": len(examples), "item": sum(e.task == "item" for e in examples),
                      "with_critique": sum(e.task == "item" and e.critique is not None for e in examples),
-                     "narrative": sum(e.task == "narrative" for e in examples), "narrators": narrators},
+                     "narrative": sum(e.task == "narrative" for e in examples), "narrators": narrators,
+                     "history_only_fraction": args.history_only_fraction, "narrative_repeats": args.narrative_repeats,
+                     "narrative_file": narrative_file},
         "train": train, "train_config": {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
-                                         "max_time_s": args.max_time, "checkpoint_every": args.checkpoint_every},
+                                         "max_time_s": args.max_time, "checkpoint_every": args.checkpoint_every,
+                                         "lr": args.lr, "lr_items": args.lr_items, "lr_schedule": args.lr_schedule,
+                                         "warmup_steps": args.warmup_steps},
+        "init_from": None if init_from is None else {"dir": str(init_from), "step": _run_step(init_from)},
         "short_run": short, "epochs": epochs,
         "eval": {"cases": len(cases), "cases_with_critique": len(with_c), "seconds": eval_s, "metrics": rows,
                  "beam_top10": {"users": len(beams), "items_returned": valid,
@@ -229,7 +258,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def to_markdown(r: dict[str, Any]) -> str:
-    t = r["train"]
+    t, tc = r["train"], r["train_config"]
     head = ["scorer", "cases", "R@10", "N@10", "R@1", "MRR"]
     body = [[k, v["n"], v["recall@10"], v["ndcg@10"], v["recall@1"], v["mrr"]] for k, v in r["eval"]["metrics"].items()]
     b = r["eval"]["beam_top10"]
@@ -247,12 +276,23 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"whole command {r['wall_s']:.0f} s. Loss {t['loss_first']:.3f} at step 1, mean of the last 20 steps "
         f"{t['loss_last20']:.3f}.",
         "",
+        *([f"Warm start from `{r['init_from']['dir']}` (its step {r['init_from']['step']}): a second stage with a fresh "
+           f"optimizer; the steps and epochs above are this stage's.", ""] if r.get("init_from") else []),
+        f"Rates: LoRA {tc.get('lr', 5e-4):g}, item rows {tc.get('lr_items', 3e-3):g}, {tc.get('warmup_steps', 10)} "
+        f"warm-up steps, then {tc.get('lr_schedule', 'constant')}"
+        + (" (down to 0.1x at the last step)" if tc.get("lr_schedule") == "cosine" else "") + ".",
+        "",
         f"Data `{r['data']}`: {r['items']} items; item vectors: {r['item_vectors']}; semantic IDs {r['semantic_ids']['mode']} "
         f"with level sizes {r['semantic_ids']['level_sizes']} ({leaf_note}); "
         f"{r['model']['trainable_params']:,} trainable of {r['model']['total_params']:,} parameters. "
         f"Examples from training sequences only ({r['conversation_users_excluded']} conversation users left out): "
         f"{r['examples']['item']} item ({r['examples']['with_critique']} with a synthetic critique), "
-        f"{r['examples']['narrative']} narrative (narrator: {', '.join(r['examples']['narrators']) or 'none'}).",
+        f"{r['examples']['narrative']} narrative (narrator: {', '.join(r['examples']['narrators']) or 'none'}"
+        + (f"; from `{nf['path']}`, {nf['in_file']} narratives in the file, {nf['missing']} examples without one"
+           if (nf := r["examples"].get("narrative_file")) else "") + ")"
+        + (f"; each narrative example {nr}x" if (nr := r["examples"].get("narrative_repeats", 1)) > 1 else "")
+        + (f"; history-only examples thinned to a seeded {hf:g} share" if (hf := r["examples"].get("history_only_fraction", 1.0)) < 1 else "")
+        + ".",
         "",
         "Full-catalogue ranking of leave-one-out test targets (history masked), the same seeded sample of test users "
         "for every row; '+ critique' = a synthetic critique of the last item -> target move, on the cases where one exists:",
@@ -264,8 +304,9 @@ def to_markdown(r: dict[str, Any]) -> str:
     ] + ([
         "",
         f"Purchase reasons for {nv['cases']} of the store's conversations (never trained on) vs their references, "
-        f"ROUGE-L F1: generative LUMEN {nv['rougeL']['lumen_gen']:.3f}, the offline narrator (which wrote its training "
-        f"narratives) {nv['rougeL']['offline narrator']:.3f}.",
+        f"ROUGE-L F1: generative LUMEN {nv['rougeL']['lumen_gen']:.3f}, the offline narrator "
+        + ("(which wrote its training narratives) " if r["examples"]["narrators"] == ["offline"] else "")
+        + f"{nv['rougeL']['offline narrator']:.3f}.",
     ] if (nv := r["eval"].get("narratives", {})).get("cases") else []) + ([
         "",
         f"The dataset's {dv['cases']} conversations (never trained on) as the critique turn: history + the shopper's "
@@ -291,6 +332,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="last code of an RQ tuple: a collision index (TIGER) or the item's own token")
     ap.add_argument("--positions", type=int, default=3, help="last transitions per training user")
     ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=5e-4, help="LoRA learning rate")
+    ap.add_argument("--lr-items", type=float, default=3e-3, help="learning rate of the projection and item rows")
+    ap.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                    help="after the warm-up: constant, or cosine down to 0.1x at --steps")
+    ap.add_argument("--warmup-steps", type=int, default=10)
+    ap.add_argument("--init-from", default=None,
+                    help="warm start: another run's directory (or its model/ checkpoint) with the same semantic IDs; "
+                         "this run trains on from its weights with a fresh optimizer (a second stage)")
+    ap.add_argument("--history-only-fraction", type=float, default=1.0,
+                    help="seeded share of the history-only examples kept (lower: a critique-heavy mix)")
+    ap.add_argument("--narrative-repeats", type=int, default=1,
+                    help="copies of each narrative example (more exposure when the file holds few narratives)")
+    ap.add_argument("--narratives", default=None,
+                    help="a file of LLM training narratives (lumenrec llm training-narratives); examples without "
+                         "a line there get no narrative example")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--checkpoint-every", type=int, default=25)
     ap.add_argument("--max-time", type=float, default=420.0, help="training seconds in this call")

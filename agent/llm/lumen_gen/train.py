@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lumenrec.agent.llm.lumen_gen import LR_SCHEDULES
 from lumenrec.agent.llm.lumen_gen.examples import GenExample
 from lumenrec.agent.llm.lumen_gen.model import (Encoded, GenerativeLumen, LumenGenConfig, LumenGenLoss, sids_from,
                                                 sids_to_tensors)
@@ -52,7 +53,11 @@ class LumenGenTrainConfig:
     lr: float = 5e-4  # LoRA weights (AdamW)
     lr_items: float = 3e-3  # projection + new rows: fresh parameters, a higher rate
     weight_decay: float = 0.0
-    warmup_steps: int = 10  # linear warm-up, then constant
+    warmup_steps: int = 10  # linear warm-up, then the schedule
+    # "constant", or "cosine": from the warm-up's end down to min_lr_ratio x the rate at `steps` (so with
+    # cosine, `steps` is part of the schedule: a run extended later decays again over its new length)
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.1
     narrative_weight: float = 0.5  # weight of the narrative loss beside the item loss
     checkpoint_every: int = 25  # steps between checkpoints (and at the end, and when the time budget stops a run)
     max_time_s: float | None = None  # wall-clock budget of this call; the run stops (checkpointed) before it
@@ -75,6 +80,10 @@ class LumenGenTrainConfig:
         if self.weight_decay < 0 or self.narrative_weight < 0:
             raise ConfigError("weight_decay" if self.weight_decay < 0 else "narrative_weight",
                               min(self.weight_decay, self.narrative_weight), "must be >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError("lr_schedule", self.lr_schedule, f"must be one of {LR_SCHEDULES}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError("min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ConfigError("max_time_s", self.max_time_s, "must be > 0 seconds or None")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
@@ -87,7 +96,21 @@ class LumenGenTrainConfig:
         d = asdict(self)
         for k in ("steps", "max_time_s", "checkpoint_every", "num_threads", "progress"):
             d.pop(k)
+        if self.lr_schedule == "constant":  # the key of runs saved before schedules existed
+            d.pop("lr_schedule"), d.pop("min_lr_ratio")
+        else:
+            d["steps"] = self.steps  # the decay's length
         return d
+
+    def lr_factor(self, step: int) -> float:
+        """The multiplier of the base rates at (0-based) `step`: linear warm-up, then the schedule."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.lr_schedule == "constant":
+            return 1.0
+        span = max(1, self.steps - self.warmup_steps)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def peak_rss_mb() -> float:
@@ -232,13 +255,26 @@ def run_semantic_ids(directory: str | Path, config, num_items: int, item_vectors
     return sids
 
 
+def _same_warm_start(a: dict | None, b: dict | None) -> bool:
+    """Do two records of a warm start name the same run: the same step and, where both recorded it, the same
+    examples (their directories may differ: a moved build still resumes)."""
+    if a is None or b is None:
+        return a is None and b is None
+    da, db = a.get("examples_digest"), b.get("examples_digest")
+    return a.get("step") == b.get("step") and (da is None or db is None or da == db)
+
+
 def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item_ids: Sequence[str],
                     config: LumenGenTrainConfig | None = None, *, out: str | Path | None = None,
-                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                    extra: dict[str, Any] | None = None, init_from: str | Path | None = None) -> dict[str, Any]:
     """Train (or resume training in `out`) to `config.steps`; returns steps, wall, losses, peak RSS.
 
     With `out`, a checkpoint is written every `checkpoint_every` steps and at the end; a later call
     with the same examples and config continues from the last one.
+
+    `init_from`: a warm start: the trainable weights of another run's checkpoint (same backbone and
+    semantic IDs) before step 0, with a fresh optimizer and schedule, e.g. a second stage on another
+    example mix. It is recorded in the checkpoint and a resumed run must name the same one.
     """
     from lumenrec.retriever.checkpoint import load_resume_state, optimizer_from_flat
     from lumenrec.retriever.ilm import torch_threads
@@ -248,10 +284,18 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
         raise ConfigError("examples", 0, "no training examples")
     digest = examples_digest(examples)
     extra = {**(extra or {}), "examples_digest": digest, "resume_key": cfg.resume_key()}
+    if init_from is not None:  # named by its run (examples, step), not its path: a moved directory still resumes
+        init_state = json.loads((Path(init_from) / "resume.json").read_text()) \
+            if (Path(init_from) / "resume.json").is_file() else {}
+        extra["init_from"] = {"dir": str(init_from), "step": init_state.get("step"),
+                              "examples_digest": init_state.get("examples_digest")}
     opt = _optimizer(model, cfg)
     step, history, wall_before = 0, [], 0.0
     if out is not None and (Path(out) / "resume.json").is_file():
         model_, _, saved = load_lumen_gen(out, model=model)
+        if not _same_warm_start(saved.get("init_from"), extra.get("init_from")):
+            raise CheckpointError(f"{out}: holds a run warm-started from {saved.get('init_from')}, not "
+                                  f"{extra.get('init_from')}; use another directory")
         if saved.get("resume_key") != cfg.resume_key() or saved.get("examples_digest") != digest:
             raise CheckpointError(f"{out}: holds a run with other examples or settings; use another directory "
                                   f"(saved {saved.get('resume_key')}, {saved.get('examples_digest')})")
@@ -262,6 +306,10 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
         history = saved_metrics.get("history", [])
         wall_before = saved_metrics.get("train_wall_s_total")  # None: written before this field existed
         log.info("resuming generative LUMEN training in %s at step %d of %d", out, step, cfg.steps)
+    elif init_from is not None:
+        load_lumen_gen(init_from, model=model)  # refuses other semantic IDs or another backbone
+        model.train()
+        log.info("warm start from %s (its step %s)", init_from, extra["init_from"]["step"])
     loss_fn = LumenGenLoss(cfg.narrative_weight)
     t0 = time.perf_counter()
     start_step = step
@@ -282,7 +330,7 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
                 log.info("stopping at step %d: the %.0f s budget would not fit another step", step, cfg.max_time_s)
                 break
             for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+                g["lr"] = g["base_lr"] * cfg.lr_factor(step)
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout: a function of the step
             batch = [_encode(model, examples[i]) for i in _batch_indices(len(examples), step, cfg.batch_size, cfg.seed)]
             loss, parts = model.batch_loss(batch, loss_fn)

@@ -70,6 +70,8 @@ class InpaintConfig:
     critique_max_tokens: int = 48  # a critique is one short sentence
     opening_max_tokens: int = 48
     max_history_in_prompt: int = 8  # the most recent items shown to the LLM / used by the offline opening
+    narrative_max_tokens: int = 120  # the LLM narrator's answer length
+    narrative_prompt: str | None = None  # the LLM narrator's prompt version (None: the narrator's default)
 
     def __post_init__(self) -> None:
         if self.similar_prefix < 1:
@@ -80,7 +82,7 @@ class InpaintConfig:
             raise ConfigError("candidates", self.candidates, "must be >= 1")
         if self.min_sequence < 2:
             raise ConfigError("min_sequence", self.min_sequence, "must be >= 2 (previous item + target)")
-        for name in ("critique_max_tokens", "opening_max_tokens", "max_history_in_prompt"):
+        for name in ("critique_max_tokens", "opening_max_tokens", "max_history_in_prompt", "narrative_max_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be >= 1")
 
@@ -188,7 +190,9 @@ class Inpainter:
         self.catalog, self.llm = catalog, llm
         self.config = config or InpaintConfig()
         # Narratives: the same LLM unless told otherwise; `narrator` may be a ready NarrativeGenerator.
-        self.narrator = narrator or NarrativeGenerator(narrative_llm if narrative_llm is not None else llm, catalog)
+        prompt = {"prompt_version": self.config.narrative_prompt} if self.config.narrative_prompt else {}
+        self.narrator = narrator or NarrativeGenerator(narrative_llm if narrative_llm is not None else llm, catalog,
+                                                       max_tokens=self.config.narrative_max_tokens, **prompt)
 
     @property
     def generator_name(self) -> str:

@@ -236,6 +236,63 @@ def test_a_run_cut_in_two_trains_like_one_run(sids, tmp_path):
         train_lumen_gen(_model(sids), ex[:10], ids, LumenGenTrainConfig(steps=30, **cfg), out=tmp_path / "two")
 
 
+def test_rate_schedules():
+    const = LumenGenTrainConfig(steps=100, warmup_steps=10)
+    assert [round(const.lr_factor(s), 3) for s in (0, 4, 9, 10, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    cos = LumenGenTrainConfig(steps=110, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.1)
+    f = [cos.lr_factor(s) for s in range(110)]
+    assert f[9] == 1.0 and f[10] == pytest.approx(1.0) and f[60] == pytest.approx(0.55)
+    assert f[109] == pytest.approx(0.1, abs=1e-3) and all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert cos.lr_factor(500) == pytest.approx(0.1)  # past the end: the floor
+    # a constant run keeps the resume key of runs saved before schedules existed; a cosine one names its length
+    assert "lr_schedule" not in const.resume_key() and cos.resume_key()["steps"] == 110
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        LumenGenTrainConfig(lr_schedule="linear")
+    with pytest.raises(ConfigError, match="min_lr_ratio"):
+        LumenGenTrainConfig(min_lr_ratio=1.5)
+
+
+def test_a_warm_start_begins_from_the_other_runs_weights(sids, tmp_path):
+    ids = [f"i{j}" for j in range(20)]
+    cfg = dict(batch_size=8, lr=1e-2, lr_items=3e-2, warmup_steps=0, checkpoint_every=5, progress=False, seed=1,
+               num_threads=1)
+    first = _model(sids)
+    train_lumen_gen(first, _cycle_examples(), ids, LumenGenTrainConfig(steps=30, **cfg), out=tmp_path / "a")
+    p = first.prompt([3])
+    # stage 2 at a tiny rate: it starts from stage 1's weights, so it scores (almost) like stage 1 ...
+    slow = dict(cfg, lr=1e-9, lr_items=1e-9)
+    second = _model(sids)
+    s = train_lumen_gen(second, _cycle_examples()[:10], ids, LumenGenTrainConfig(steps=1, **slow), out=tmp_path / "b",
+                        init_from=tmp_path / "a")
+    assert s["resumed_from"] == 0 and s["steps_total"] == 1
+    assert np.allclose(second.score_items(p), first.score_items(p), atol=1e-4)
+    # ... where the same stage from scratch does not
+    cold = _model(sids)
+    train_lumen_gen(cold, _cycle_examples()[:10], ids, LumenGenTrainConfig(steps=1, **slow), out=tmp_path / "c")
+    assert not np.allclose(cold.score_items(p), first.score_items(p), atol=1e-2)
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert saved["init_from"]["dir"] == str(tmp_path / "a") and saved["init_from"]["step"] == 30
+    # continuing stage 2 needs the same warm start (the same run: a moved directory is fine) ...
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    s = train_lumen_gen(_model(sids), _cycle_examples()[:10], ids, LumenGenTrainConfig(steps=2, **slow),
+                        out=tmp_path / "b", init_from=tmp_path / "moved")
+    assert s["resumed_from"] == 1 and s["steps_total"] == 2
+    with pytest.raises(CheckpointError, match="warm-started"):
+        train_lumen_gen(_model(sids), _cycle_examples()[:10], ids, LumenGenTrainConfig(steps=3, **slow),
+                        out=tmp_path / "b")
+    with pytest.raises(CheckpointError, match="warm-started"):  # another run
+        train_lumen_gen(_model(sids), _cycle_examples()[:10], ids, LumenGenTrainConfig(steps=3, **slow),
+                        out=tmp_path / "b", init_from=tmp_path / "c")
+    # ... and codes other than the checkpoint's are refused
+    x, _ = _clustered()
+    other = assign_semantic_ids(x, SemanticIDConfig(levels=2, codebook_size=3, seed=0))
+    with pytest.raises(CheckpointError, match="semantic IDs differ"):
+        train_lumen_gen(_model(other), _cycle_examples()[:10], ids, LumenGenTrainConfig(steps=1, **slow),
+                        out=tmp_path / "d", init_from=tmp_path / "a")
+
+
 def test_checkpoint_round_trip(sids, tmp_path):
     ids = [f"i{j}" for j in range(20)]
     m = _model(sids)
@@ -346,6 +403,23 @@ def test_examples_come_from_training_users_only(tiny_catalog):
     again = build_examples(seqs, ["u1", "dev-user", "u3"], tiny_catalog,
                            ExampleConfig(positions_per_user=2, narrative_fraction=1.0), exclude_users={"dev-user"})
     assert [(e.critique, e.narrative) for e in again] == [(e.critique, e.narrative) for e in ex]
+
+
+def test_history_only_examples_can_be_thinned(tiny_catalog):
+    seqs = [np.array([0, 1, 2, 3, 4, 5]), np.array([1, 0, 3, 2, 5, 4]), np.array([2, 3, 0, 1])] * 4
+    users = [f"u{i}" for i in range(len(seqs))]
+    cfg = dict(positions_per_user=4, narrative_fraction=0.0)
+    full = build_examples(seqs, users, tiny_catalog, ExampleConfig(**cfg))
+    none = build_examples(seqs, users, tiny_catalog, ExampleConfig(history_only_fraction=0.0, **cfg))
+    half = build_examples(seqs, users, tiny_catalog, ExampleConfig(history_only_fraction=0.5, **cfg))
+    crit = [e for e in full if e.critique]
+    assert crit and [e for e in none if e.critique] == crit == [e for e in half if e.critique]
+    assert not [e for e in none if e.critique is None]
+    n_full, n_half = (sum(e.critique is None for e in x) for x in (full, half))
+    assert 0 < n_half < n_full
+    assert half == build_examples(seqs, users, tiny_catalog, ExampleConfig(history_only_fraction=0.5, **cfg))
+    with pytest.raises(ConfigError, match="history_only_fraction"):
+        ExampleConfig(history_only_fraction=1.2)
 
 
 def test_missing_peft_names_the_extra(monkeypatch):

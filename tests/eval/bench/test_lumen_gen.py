@@ -62,3 +62,54 @@ def test_bench_lumen_gen_with_item_leaves(tmp_path, monkeypatch):
     assert r["eval"]["beam_top10"]["valid_catalogue_items"] == r["eval"]["beam_top10"]["items_returned"] == 20
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "last level: each item's own token" in md and "collision level" not in md
+
+
+class _ScriptedLocalLLM:
+    """Stands in for the llama.cpp model of `lumenrec llm training-narratives`: one grounded-looking sentence."""
+
+    name, model = "llamacpp", "scripted-1.5b"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, messages, max_tokens=128, temperature=0.0, **kw):
+        self.calls += 1
+        return "This shopper wanted one more useful item for the office desk every day."
+
+
+def test_a_second_stage_with_llm_narratives(tmp_path, monkeypatch):
+    """Stage 1, then `lumenrec llm training-narratives` (resumable, here with a scripted local model), then
+    stage 2 warm-started from stage 1 on a critique-heavy mix, a cosine rate and the file's narratives."""
+    from lumenrec.agent.llm import backends
+    from lumenrec.cli import main as cli
+    from lumenrec.eval.bench import lumen_gen
+
+    monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
+    llm = _ScriptedLocalLLM()
+    monkeypatch.setattr(backends, "make_local_llm", lambda *a, **k: llm)
+    data = "synthetic:num_items=150,num_users=100,num_conversations=4,max_seq_len=16"
+    backbone = save_tiny_backbone(tmp_path / "tiny")
+    common = ["--data", data, "--backbone", str(backbone), "--threads", "1", "--eval-users", "4", "--beam-users", "1",
+              "--narrative-cases", "2", "--levels", "1", "--codebook-size", "4", "--leaf", "item"]
+    assert lumen_gen.main(common + ["--out", str(tmp_path / "s1"), "--steps", "2", "--name", "stage1"]) == 0
+    narr = tmp_path / "narratives.jsonl"
+    assert cli(["llm", "training-narratives", "--data", data, "--out", str(narr)]) == 0
+    lines = [json.loads(x) for x in narr.read_text().splitlines()]
+    assert lines and llm.calls == len(lines) and {r["model"] for r in lines} == {"scripted-1.5b"}
+    assert cli(["llm", "training-narratives", "--data", data, "--out", str(narr)]) == 0  # done: nothing to write
+    assert llm.calls == len(lines)
+    stage2 = common + ["--out", str(tmp_path / "s2"), "--steps", "3", "--init-from", str(tmp_path / "s1"),
+                       "--lr-schedule", "cosine", "--history-only-fraction", "0.25", "--narratives", str(narr),
+                       "--name", "stage2"]
+    assert lumen_gen.main(stage2) == 0
+    r = json.loads((tmp_path / "docs" / "results" / "stage2.json").read_text())
+    assert r["init_from"] == {"dir": str(tmp_path / "s1" / "model"), "step": 2}
+    saved = json.loads((tmp_path / "s2" / "model" / "config.json").read_text())["init_from"]
+    assert saved["step"] == 2 and saved["examples_digest"]
+    assert r["examples"]["narrators"] == ["llm:scripted-1.5b"] and r["examples"]["narrative"] == len(lines)
+    assert r["examples"]["narrative_file"]["missing"] == 0 and r["train_config"]["lr_schedule"] == "cosine"
+    s1 = json.loads((tmp_path / "docs" / "results" / "stage1.json").read_text())["examples"]
+    assert r["examples"]["with_critique"] == s1["with_critique"] > 0  # every critique example stays
+    assert r["examples"]["item"] - r["examples"]["with_critique"] < s1["item"] - s1["with_critique"]
+    md = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "Warm start from" in md and "llm:scripted-1.5b" in md and "cosine" in md

@@ -14,6 +14,10 @@
    without and with a synthetic critique of the (last item -> target) move; constrained beam search's
    top-10 validity.
 
+A second stage (``--init-from`` another run) trains on from that run's weights with a fresh optimizer, e.g. on a
+critique-heavy mix (``--history-only-fraction``), a decaying rate (``--lr-schedule cosine``) and LLM-written
+narratives (``--narratives FILE`` from ``lumenrec llm training-narratives``).
+
 A run that stops before ``--steps`` is published as what it is (steps done, wall, peak RSS), never as
 a converged model.
 """
@@ -184,8 +188,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=args.backbone, seed=args.seed), sids)
     tcfg = LumenGenTrainConfig(steps=args.steps, batch_size=args.batch_size, max_time_s=args.max_time,
                                checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed,
-                               lr=args.lr, lr_items=args.lr_items, lr_schedule=args.lr_schedule,
-                               warmup_steps=args.warmup_steps)
+                               lr_schedule=args.lr_schedule,
+                               **{k: v for k in ("lr", "lr_items", "warmup_steps")  # None: the config's default
+                                  if (v := getattr(args, k)) is not None})
     init_from = None
     if args.init_from:  # a second stage: another run's weights, this run's examples and schedule
         init_from = Path(args.init_from)
@@ -244,8 +249,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "narrative_file": narrative_file},
         "train": train, "train_config": {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
                                          "max_time_s": args.max_time, "checkpoint_every": args.checkpoint_every,
-                                         "lr": args.lr, "lr_items": args.lr_items, "lr_schedule": args.lr_schedule,
-                                         "warmup_steps": args.warmup_steps},
+                                         "lr": tcfg.lr, "lr_items": tcfg.lr_items, "lr_schedule": tcfg.lr_schedule,
+                                         "warmup_steps": tcfg.warmup_steps},
         "init_from": None if init_from is None else {"dir": str(init_from), "step": _run_step(init_from)},
         "short_run": short, "epochs": epochs,
         "eval": {"cases": len(cases), "cases_with_critique": len(with_c), "seconds": eval_s, "metrics": rows,
@@ -332,11 +337,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="last code of an RQ tuple: a collision index (TIGER) or the item's own token")
     ap.add_argument("--positions", type=int, default=3, help="last transitions per training user")
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--lr", type=float, default=5e-4, help="LoRA learning rate")
-    ap.add_argument("--lr-items", type=float, default=3e-3, help="learning rate of the projection and item rows")
+    ap.add_argument("--lr", type=float, default=None, help="LoRA learning rate (default: LumenGenTrainConfig's)")
+    ap.add_argument("--lr-items", type=float, default=None,
+                    help="learning rate of the projection and item rows (default: LumenGenTrainConfig's)")
     ap.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
                     help="after the warm-up: constant, or cosine down to 0.1x at --steps")
-    ap.add_argument("--warmup-steps", type=int, default=10)
+    ap.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: LumenGenTrainConfig's)")
     ap.add_argument("--init-from", default=None,
                     help="warm start: another run's directory (or its model/ checkpoint) with the same semantic IDs; "
                          "this run trains on from its weights with a fresh optimizer (a second stage)")

@@ -94,14 +94,6 @@ def _narratives(model, ds, n: int) -> dict[str, Any]:
     return {"cases": len(convs), "rougeL": {k: float(np.mean(v)) for k, v in rows.items()}, "examples": examples}
 
 
-def _run_step(directory: Path) -> int | None:
-    """The step a run's checkpoint reached (None when it has no resume state)."""
-    import json
-
-    f = Path(directory) / "resume.json"
-    return int(json.loads(f.read_text())["step"]) if f.is_file() else None
-
-
 def _rank_metrics(scores: np.ndarray, histories, targets) -> dict[str, float]:
     """Full-catalogue metrics of (B, N) scores: each row's history masked, then the target's rank."""
     from lumenrec.eval.metrics import mask_history, metrics_from_ranks, ranks_from_scores
@@ -251,7 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                          "max_time_s": args.max_time, "checkpoint_every": args.checkpoint_every,
                                          "lr": tcfg.lr, "lr_items": tcfg.lr_items, "lr_schedule": tcfg.lr_schedule,
                                          "warmup_steps": tcfg.warmup_steps},
-        "init_from": None if init_from is None else {"dir": str(init_from), "step": _run_step(init_from)},
+        "init_from": None if init_from is None else {k: train["init_from"][k] for k in ("dir", "step")},
         "short_run": short, "epochs": epochs,
         "eval": {"cases": len(cases), "cases_with_critique": len(with_c), "seconds": eval_s, "metrics": rows,
                  "beam_top10": {"users": len(beams), "items_returned": valid,

@@ -82,12 +82,12 @@ def build_examples(sequences: Sequence[np.ndarray], users: Sequence[str], catalo
     cfg = config or ExampleConfig()
     if len(sequences) != len(users):
         raise ValueError(f"{len(sequences)} sequences for {len(users)} users")
-    if narrator is None and inpainter is None and cfg.narrative_fraction > 0:
-        from lumenrec.data.inpaint import Inpainter
-
-        inpainter = Inpainter(catalog)  # offline: critique_synth + the offline narrator
     if narrator is None and inpainter is not None:
         narrator = inpainter.narrator
+    if narrator is None and cfg.narrative_fraction > 0:
+        from lumenrec.data.inpaint import Inpainter
+
+        narrator = Inpainter(catalog).narrator  # offline: the inpainting pipeline's offline narrator
     synth = CritiqueSynthConfig(seed=cfg.seed)
     out: list[GenExample] = []
     for seq, user in zip(sequences, users):

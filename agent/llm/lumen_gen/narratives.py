@@ -81,9 +81,8 @@ class FileNarrator:
 
     def __init__(self, path: str | Path, catalog, *, writer=None, max_time_s: float | None = None) -> None:
         self.path, self.catalog, self.writer, self.max_time_s = Path(path), catalog, writer, max_time_s
-        self.records = read_narratives(self.path) if self.path.is_file() else {}
-        if writer is None and not self.path.is_file():
-            read_narratives(self.path)  # the error naming the missing file
+        # without a writer the file must exist (read_narratives' error names it); a writer may start it
+        self.records = read_narratives(self.path) if writer is None or self.path.is_file() else {}
         self.hits = self.written = self.missing = 0
         self._t0 = time.perf_counter()
         self._spent: list[float] = []
@@ -149,7 +148,8 @@ def write_training_narratives(data: str, out: str | Path, *, model: str | None =
     t0 = time.perf_counter()
     examples = build_examples(split.train, split.train_users, cat, ExampleConfig(positions_per_user=positions, seed=seed),
                               exclude_users={c.user_id for c in ds.conversations}, narrator=narrator)
-    total = narrator.stats()["hits"] + narrator.stats()["written"] + narrator.stats()["missing"]
-    return {"file": str(out), "model": getattr(llm, "model", None), "narratives_wanted": total, **narrator.stats(),
+    st = narrator.stats()
+    return {"file": str(out), "model": getattr(llm, "model", None),
+            "narratives_wanted": st["hits"] + st["written"] + st["missing"], **st,
             "narrative_examples": sum(e.task == "narrative" for e in examples), "wall_s": time.perf_counter() - t0,
-            "done": narrator.stats()["missing"] == 0}
+            "done": st["missing"] == 0}

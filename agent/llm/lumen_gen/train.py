@@ -357,4 +357,4 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
             "loss_first": history[0]["loss"] if history else None,
             "loss_last20": float(np.mean([h["loss"] for h in tail])) if tail else None,
             "item_loss_last20": float(np.mean([h["item"] for h in tail if "item" in h])) if any("item" in h for h in tail) else None,
-            "examples": len(examples), "examples_digest": digest}
+            "examples": len(examples), "examples_digest": digest, "init_from": extra.get("init_from")}

@@ -161,6 +161,9 @@ def test_the_generative_stage_trains_resumably_and_serves(built, tmp_path):
     s2 = json.loads((copy / "generative" / "model" / "config.json").read_text())
     assert s2["init_from"]["dir"] == str(copy / "generative" / "stage1") and s2["init_from"]["step"] == 4
     assert s2["train"]["lr_schedule"] == "cosine"
+    # the second stage distils this build's tower: soft targets for every critique example, cached beside the run
+    assert again["stage2"]["distilled_examples"] > 0 and s2["train"]["distill_weight"] == 1.0
+    assert (copy / "generative" / "teacher.npz").is_file() and s2["teacher_digest"]
     assert json.loads((copy / "generative" / "recommender.json").read_text())["retriever"]["checkpoint"] == "model"
     assert again["item_vectors"] == "minilm item text"  # the default: semantic IDs of the item texts
     gcfg = json.loads((copy / "generative" / "stage1" / "config.json").read_text())
@@ -215,3 +218,31 @@ def test_the_generative_stage_trains_on_a_file_of_llm_narratives(built, tmp_path
     assert again["narrative_examples"] == len(lines) - 1 and again["stage2"]["narrative_examples"] == 3 * (len(lines) - 1)
     with pytest.raises(ConfigError, match="generative_narratives"):
         BuildConfig(**{**cfg, "generative_narratives": str(tmp_path / "absent.jsonl")})
+
+
+@pytest.mark.integration
+def test_bench_lumen_gen_distils_a_built_tower(built, tmp_path, monkeypatch):
+    """bench lumen_gen --distill-from DIR: the built system's tower scores the critique examples; their soft
+    targets train beside the true items, are cached in OUT/teacher.npz and named in the report; another
+    catalogue's system is refused."""
+    from tiny_lm import save_tiny_backbone
+
+    from lumenrec.errors import ConfigError
+    from lumenrec.eval.bench import lumen_gen
+
+    monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
+    args = ["--data", DATA, "--backbone", str(save_tiny_backbone(tmp_path / "tiny")), "--out", str(tmp_path / "run"),
+            "--steps", "2", "--threads", "1", "--eval-users", "4", "--beam-users", "1", "--narrative-cases", "1",
+            "--levels", "1", "--codebook-size", "4", "--leaf", "item", "--distill-from", str(built),
+            "--distill-top-k", "20", "--name", "kd"]
+    assert lumen_gen.main(args) == 0
+    r = json.loads((tmp_path / "docs" / "results" / "kd.json").read_text())
+    assert r["distill"]["examples_with_targets"] == r["examples"]["with_critique"] > 0
+    assert r["distill"]["top_k"] == 20 and r["train"]["distill_loss_last20"] > 0
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert saved["train"]["distill_weight"] == 1.0 and saved["teacher_digest"]
+    assert (tmp_path / "run" / "teacher.npz").is_file()
+    assert "Distillation: the LUMEN tower of" in (tmp_path / "docs" / "benchmarks.md").read_text()
+    swap = {DATA: "synthetic:num_items=200,num_users=100,num_conversations=3", str(tmp_path / "run"): str(tmp_path / "other")}
+    with pytest.raises(ConfigError, match="another catalogue"):
+        lumen_gen.main([swap.get(a, a) for a in args] + ["--no-publish"])

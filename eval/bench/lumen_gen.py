@@ -16,7 +16,9 @@
 
 A second stage (``--init-from`` another run) trains on from that run's weights with a fresh optimizer, e.g. on a
 critique-heavy mix (``--history-only-fraction``), a decaying rate (``--lr-schedule cosine``) and LLM-written
-narratives (``--narratives FILE`` from ``lumenrec llm training-narratives``).
+narratives (``--narratives FILE`` from ``lumenrec llm training-narratives``). ``--distill-from DIR`` adds a teacher:
+the LUMEN tower of a built system scores every critique example and its top items become soft targets
+(:mod:`lumenrec.agent.llm.lumen_gen.distill`); ``--request-vector`` puts the request's MiniLM vector in the prompt.
 
 A run that stops before ``--steps`` is published as what it is (steps done, wall, peak RSS), never as
 a converged model.
@@ -35,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from lumenrec.agent.llm.lumen_gen.semantic_ids import LEAVES, MODES  # numpy only: --help stays torch-free
-from lumenrec.agent.llm.lumen_gen import LR_SCHEDULES
+from lumenrec.agent.llm.lumen_gen import LR_SCHEDULES, PRECISIONS
 from lumenrec.eval.report import machine_info, markdown_table, publish
 
 __all__ = ["main", "run"]
@@ -103,6 +105,21 @@ def _rank_metrics(scores: np.ndarray, histories, targets) -> dict[str, float]:
     return metrics_from_ranks(ranks_from_scores(s, targets), ks=(1, 5, 10, 20))
 
 
+def _teacher(args, examples, catalog, out: Path):
+    """The tower's soft targets for the critique examples (cached in OUT/teacher.npz), or None."""
+    if not args.distill_from:
+        return None
+    from lumenrec.agent.llm.lumen_gen.distill import cached_teacher_targets, teacher_targets
+    from lumenrec.agent.llm.lumen_gen.train import examples_digest
+    from lumenrec.build import tower_teacher
+
+    key = {"examples": examples_digest(examples), "teacher": str(Path(args.distill_from).resolve()),
+           "top_k": args.distill_top_k, "temperature": args.distill_temperature}
+    return cached_teacher_targets(out / "teacher.npz", key, lambda: teacher_targets(
+        tower_teacher(args.distill_from, catalog), examples, catalog.ids, top_k=args.distill_top_k,
+        temperature=args.distill_temperature))
+
+
 def _dev_critiques(model, ds, tower: str | None, pop, markov) -> dict[str, Any]:
     """The dataset's conversations (the dev set: never trained on) as the critique turn: history + the
     shopper's critique -> the target, full-catalogue ranks (history masked) for every scorer on the same
@@ -127,11 +144,10 @@ def _dev_critiques(model, ds, tower: str | None, pop, markov) -> dict[str, Any]:
     gen_s = time.perf_counter() - t0
     rows["text-only (whole critique)"] = m(TextRetriever(cat).score([Query(text=c.critique) for c in convs]))
     if tower:
-        from lumenrec.agent.recommender import Recommender
+        from lumenrec.build import tower_teacher
         from lumenrec.retriever.sasrec import SASRecRetriever
 
-        rec = Recommender.from_pretrained(tower, warm=False)
-        lumen = getattr(rec.retriever, "lumen", rec.retriever)  # the tower in memory, not its Chroma index
+        lumen = tower_teacher(tower, cat)
         rows["tower LUMEN (+ critique)"] = m(lumen.score([Query(history=list(c.history), text=c.critique) for c in convs]))
         rows["tower LUMEN (history only)"] = m(lumen.score([Query(history=list(c.history)) for c in convs]))
         sas = Path(tower) / "sasrec"
@@ -177,18 +193,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               exclude_users=conv_users, narrator=narrator)
     narrators = sorted({e.narrator for e in examples if e.narrator})
     narrative_file = None if narrator is None else {"path": args.narratives, **narrator.stats()}
-    model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=args.backbone, seed=args.seed), sids)
+    model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=args.backbone, seed=args.seed,
+                                                         request_vector=args.request_vector), sids)
     tcfg = LumenGenTrainConfig(steps=args.steps, batch_size=args.batch_size, max_time_s=args.max_time,
                                checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed,
-                               lr_schedule=args.lr_schedule,
+                               lr_schedule=args.lr_schedule, precision=args.precision,
+                               distill_weight=args.distill_weight if args.distill_from else 0.0,
                                **{k: v for k in ("lr", "lr_items", "warmup_steps")  # None: the config's default
                                   if (v := getattr(args, k)) is not None})
     init_from = None
     if args.init_from:  # a second stage: another run's weights, this run's examples and schedule
         init_from = Path(args.init_from)
         init_from = init_from / "model" if (init_from / "model" / "config.json").is_file() else init_from
+    teacher = _teacher(args, examples, cat, out)
     train = train_lumen_gen(model, examples, cat.ids, tcfg, out=out / "model",
-                            extra={"data": args.data, "item_vectors": vec_source}, init_from=init_from)
+                            extra={"data": args.data, "item_vectors": vec_source}, init_from=init_from, teacher=teacher)
     log.info("training: %s", train)
     # the run's directory is a system every entry point loads: `lumenrec chat --model OUT`, replay's
     # recommender_dir=OUT, Recommender.from_pretrained(OUT)
@@ -242,8 +261,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train": train, "train_config": {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
                                          "max_time_s": args.max_time, "checkpoint_every": args.checkpoint_every,
                                          "lr": tcfg.lr, "lr_items": tcfg.lr_items, "lr_schedule": tcfg.lr_schedule,
-                                         "warmup_steps": tcfg.warmup_steps},
+                                         "warmup_steps": tcfg.warmup_steps, "precision": tcfg.precision},
         "init_from": None if init_from is None else {k: train["init_from"][k] for k in ("dir", "step")},
+        "distill": None if teacher is None else {
+            "from": args.distill_from, "weight": args.distill_weight, "temperature": args.distill_temperature,
+            "top_k": args.distill_top_k, "examples_with_targets": sum(t is not None for t in teacher)},
         "short_run": short, "epochs": epochs,
         "eval": {"cases": len(cases), "cases_with_critique": len(with_c), "seconds": eval_s, "metrics": rows,
                  "beam_top10": {"users": len(beams), "items_returned": valid,
@@ -275,13 +297,21 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         *([f"Warm start from `{r['init_from']['dir']}` (its step {r['init_from']['step']}): a second stage with a fresh "
            f"optimizer; the steps and epochs above are this stage's.", ""] if r.get("init_from") else []),
+        *([f"Distillation: the LUMEN tower of `{d['from']}` scored {d['examples_with_targets']} critique examples; its "
+           f"top {d['top_k']} items (softmax at temperature {d['temperature']:g}, history removed) are soft targets per "
+           f"code position, weight {d['weight']:g} beside the cross-entropy on the true item (training only).", ""]
+          if (d := r.get("distill")) else []),
         f"Rates: LoRA {tc.get('lr', 5e-4):g}, item rows {tc.get('lr_items', 3e-3):g}, {tc.get('warmup_steps', 10)} "
         f"warm-up steps, then {tc.get('lr_schedule', 'constant')}"
-        + (" (down to 0.1x at the last step)" if tc.get("lr_schedule") == "cosine" else "") + ".",
+        + (" (down to 0.1x at the last step)" if tc.get("lr_schedule") == "cosine" else "")
+        + ("; training forward in bf16 autocast (weights and scoring float32)" if tc.get("precision") == "bf16" else "")
+        + ".",
         "",
         f"Data `{r['data']}`: {r['items']} items; item vectors: {r['item_vectors']}; semantic IDs {r['semantic_ids']['mode']} "
         f"with level sizes {r['semantic_ids']['level_sizes']} ({leaf_note}); "
-        f"{r['model']['trainable_params']:,} trainable of {r['model']['total_params']:,} parameters. "
+        f"{r['model']['trainable_params']:,} trainable of {r['model']['total_params']:,} parameters"
+        + ("; the request's MiniLM vector is one more prompt token (through the item rows' projection)"
+           if r["model"].get("request_vector") else "") + ". "
         f"Examples from training sequences only ({r['conversation_users_excluded']} conversation users left out): "
         f"{r['examples']['item']} item ({r['examples']['with_critique']} with a synthetic critique), "
         f"{r['examples']['narrative']} narrative (narrator: {', '.join(r['examples']['narrators']) or 'none'}"
@@ -345,6 +375,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--narratives", default=None,
                     help="a file of LLM training narratives (lumenrec llm training-narratives); examples without "
                          "a line there get no narrative example")
+    ap.add_argument("--request-vector", action="store_true",
+                    help="the request's MiniLM sentence vector as one more prompt token (through the item rows' "
+                         "projection); needs the MiniLM item vectors (not --ilm-checkpoint)")
+    ap.add_argument("--distill-from", default=None,
+                    help="a built system directory (lumenrec build) whose LUMEN tower scores every critique example: "
+                         "its top items are soft targets beside the true item (knowledge distillation)")
+    ap.add_argument("--distill-weight", type=float, default=1.0, help="with --distill-from: the soft targets' weight")
+    ap.add_argument("--distill-temperature", type=float, default=1.0, help="with --distill-from: softmax temperature")
+    ap.add_argument("--distill-top-k", type=int, default=100, help="with --distill-from: teacher items kept per example")
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                    help="the training forward: float32, or bf16 autocast (~10%% faster steps, ~2 GiB more memory here)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--checkpoint-every", type=int, default=25)
     ap.add_argument("--max-time", type=float, default=420.0, help="training seconds in this call")
@@ -360,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="lumen_gen", help="results name (docs/results/NAME.json)")
     ap.add_argument("--no-publish", action="store_true")
     args = ap.parse_args(argv)
+    if args.request_vector and args.ilm_checkpoint:
+        ap.error("--request-vector embeds the request with MiniLM: it needs the MiniLM item vectors, not --ilm-checkpoint")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     r = run(args)
     r["command"] = "lumenrec bench lumen_gen " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -21,7 +21,8 @@ the same settings; SASRec also resumes mid-training from its checkpoint):
    holds the catalogue (semantic IDs: a cluster of the MiniLM item-text vectors, then the item's own token
    (``--generative-item-vectors ilm`` clusters the ILM vectors); LoRA on SmolLM2; #20), trained on the
    training users' histories, synthetic critiques and narratives in two stages (all examples, then from
-   those weights a critique-heavy mix at a decaying rate) within ``--generative-time`` seconds
+   those weights a critique-heavy mix at a decaying rate, taught by this build's LUMEN tower: its scores
+   of each critique example are soft targets) within ``--generative-time`` seconds
    (resumable: a re-run continues the run), written to ``DIR/generative`` with its own manifest:
    ``lumenrec chat --model DIR/generative``. The tower in ``DIR`` stays the default system.
 
@@ -43,7 +44,7 @@ from typing import Any
 
 from lumenrec.errors import ConfigError
 
-__all__ = ["BuildConfig", "build", "register", "default_build_dir", "STAGES", "OPTIONAL_STAGES"]
+__all__ = ["BuildConfig", "build", "register", "default_build_dir", "tower_teacher", "STAGES", "OPTIONAL_STAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,19 @@ _STAGE_FIELDS = {
 # The layout version of what a stage writes: bumping one re-runs that stage (and the later ones) on the
 # next build of an existing directory. index 2: the popularity column is scaled (lumen_index.index_layout).
 # generative 2: semantic IDs are a text cluster + the item's own token (were ILM residual codes + collision index);
-# generative 3: two training stages (generative/stage1, then generative/model)
-_STAGE_VERSIONS = {"index": 2, "generative": 3}
+# generative 3: two training stages (generative/stage1, then generative/model);
+# generative 4: the second stage distils this build's LUMEN tower (soft targets of the critique examples)
+_STAGE_VERSIONS = {"index": 2, "generative": 4}
 # the generative run's second stage (#20): from the first stage's weights, every critique example but only a
 # seeded 20% of the history-only ones, at a rate decaying (cosine) to 0.1x. Chosen after seeing office dev
 # numbers: dev critique R@10 0.253 after stage 1 -> 0.347 after 907 steps of this stage (docs/design.md, #20).
 # With a file of LLM narratives (fewer than the offline narrator writes), each of its narrative examples 3x.
-GENERATIVE_STAGE2 = {"history_only_fraction": 0.2, "lr_schedule": "cosine", "file_narrative_repeats": 3}
+# The build's own LUMEN tower teaches it: its top-100 items of every critique example are soft targets beside the
+# true item (weight 1, temperature 1; agent/llm/lumen_gen/distill.py). Office dev critiques, the same stage on the
+# same examples: R@10 0.353 without, 0.427 with the teacher (bench lumen_gen_office_s2_llm / _s2_kd; chosen after
+# seeing these numbers).
+GENERATIVE_STAGE2 = {"history_only_fraction": 0.2, "lr_schedule": "cosine", "file_narrative_repeats": 3,
+                     "distill_weight": 1.0, "distill_top_k": 100}
 # what the generative stage's semantic IDs may quantise (BuildConfig.generative_item_vectors)
 GENERATIVE_ITEM_VECTORS = ("text", "ilm")
 
@@ -220,6 +227,18 @@ def _rank_metrics(scores, histories, targets) -> dict[str, float]:
     mask_history(s, histories)
     m = metrics_from_ranks(ranks_from_scores(s, np.asarray(targets)), (10,))
     return {k: round(float(v), 4) for k, v in m.items() if k in ("recall@10", "ndcg@10")}
+
+
+def tower_teacher(system_dir: str | Path, catalog):
+    """The LUMEN tower of a built system directory, in memory (not its Chroma index), e.g. as the generative
+    model's teacher (:mod:`lumenrec.agent.llm.lumen_gen.distill`); refused when the system was built on another
+    catalogue or item order."""
+    from lumenrec.agent.recommender import Recommender
+
+    rec = Recommender.from_pretrained(system_dir, warm=False)
+    if list(rec.catalog.ids) != list(catalog.ids):
+        raise ConfigError("teacher", str(system_dir), "was built on another catalogue (or another item order)")
+    return getattr(rec.retriever, "lumen", rec.retriever)
 
 
 def build(config: BuildConfig) -> Path:
@@ -448,11 +467,22 @@ def build(config: BuildConfig) -> Path:
         if finished and config.generative_stage2_steps and left > 0:
             examples2 = examples_for(history_only_fraction=GENERATIVE_STAGE2["history_only_fraction"],
                                      narrative_repeats=GENERATIVE_STAGE2["file_narrative_repeats"] if narrator else 1)
+            # the teacher: this build's LUMEN tower scores every critique example (cached: a re-run reads them)
+            from lumenrec.agent.llm.lumen_gen.distill import cached_teacher_targets, teacher_targets
+            from lumenrec.agent.llm.lumen_gen.train import examples_digest
+
+            weight, top_k = GENERATIVE_STAGE2["distill_weight"], GENERATIVE_STAGE2["distill_top_k"]
+            teacher = cached_teacher_targets(
+                gdir / "teacher.npz", {"examples": examples_digest(examples2), "top_k": top_k, "temperature": 1.0},
+                lambda: teacher_targets(tower_teacher(out, cat), examples2, cat.ids, top_k=top_k,
+                                        progress=config.progress)) if weight else None
             run2 = train_lumen_gen(model, examples2, cat.ids,
                                    LumenGenTrainConfig(steps=config.generative_stage2_steps, max_time_s=left,
-                                                       lr_schedule=GENERATIVE_STAGE2["lr_schedule"], **common),
-                                   out=gdir / "model", extra=extra, init_from=gdir / "stage1")
+                                                       lr_schedule=GENERATIVE_STAGE2["lr_schedule"],
+                                                       distill_weight=weight, **common),
+                                   out=gdir / "model", extra=extra, init_from=gdir / "stage1", teacher=teacher)
             second = {"examples": len(examples2), "narrative_examples": sum(e.task == "narrative" for e in examples2),
+                      "distilled_examples": 0 if teacher is None else sum(t is not None for t in teacher),
                       **{k: run2[k] for k in ("steps_total", "steps_this_run", "wall_s")}}
             finished = run2["steps_total"] >= config.generative_stage2_steps
         elif finished and config.generative_stage2_steps:

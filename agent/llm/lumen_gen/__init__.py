@@ -4,7 +4,9 @@
 - :mod:`.model`: the backbone + LoRA + item-token rows, the constrained loss, beam search, full-catalogue scores;
 - :mod:`.examples`: training examples from training users (history/critique -> item, item -> narrative);
 - :mod:`.narratives`: training narratives written by a local LLM, kept in a resumable file;
-- :mod:`.train`: resumable training (a warm start from another run, a constant or cosine rate) and checkpoints;
+- :mod:`.distill`: a teacher's (the LUMEN tower's) full-catalogue scores as soft targets per code position;
+- :mod:`.train`: resumable training (a warm start from another run, a constant or cosine rate, a teacher,
+  bf16 autocast) and checkpoints;
 - :mod:`.retriever`: the model as a :class:`~lumenrec.retriever.base.BaseRetriever`.
 
 Needs the ``lumen-gen`` extra (peft) for the model; semantic IDs are numpy only.
@@ -12,3 +14,5 @@ Needs the ``lumen-gen`` extra (peft) for the model; semantic IDs are numpy only.
 
 # the training rate's schedules after the warm-up (LumenGenTrainConfig.lr_schedule); here, torch-free, for CLIs
 LR_SCHEDULES = ("constant", "cosine")
+# the training forward's precision (LumenGenTrainConfig.precision)
+PRECISIONS = ("fp32", "bf16")

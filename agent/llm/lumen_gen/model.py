@@ -10,6 +10,11 @@
   its word embeddings): an item token's logit is ``hidden @ row``.
 - Item tokens are never produced by the tokenizer: prompts are token-id lists assembled here, so
   no catalogue or shopper text can ever turn into an item token (text is data).
+- The request vector (``LumenGenConfig.request_vector``, off by default): the shopper's request is also
+  embedded by the text encoder that made the item vectors (MiniLM) and enters the prompt as ONE soft
+  token after the request text, through the item rows' own projection (``scale * normalize(proj(v))``),
+  as ILM feeds encoder vectors to a frozen LLM as soft tokens, so the request starts out in the item
+  rows' space. Measured on office (docs/design.md, #20) it did not help: an option for experiments.
 - Item probabilities are trie-constrained at every level: the softmax at a code position runs over
   the codes that may follow the prefix (:class:`~.semantic_ids.PrefixTrie`). Training
   (:class:`LumenGenLoss`), beam search and the full-catalogue scores all use that same distribution,
@@ -21,9 +26,10 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +39,7 @@ from torch import Tensor, nn
 from lumenrec.agent.llm.lumen_gen.semantic_ids import PrefixTrie, SemanticIDConfig, SemanticIDs
 from lumenrec.errors import CheckpointError, ConfigError, MissingExtraError
 
-__all__ = ["LumenGenConfig", "ItemTokenEmbedding", "LumenGenLoss", "GenerativeLumen", "Encoded",
+__all__ = ["LumenGenConfig", "ItemTokenEmbedding", "LumenGenLoss", "GenerativeLumen", "Encoded", "PromptIds",
            "load_backbone", "require_peft"]
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,9 @@ class LumenGenConfig:
     max_history: int = 8  # most recent history items in a prompt (each costs `levels` tokens)
     max_critique_tokens: int = 40  # a critique is cut to this many text tokens
     max_narrative_tokens: int = 48  # narrative targets are cut to this many text tokens
+    # the request's sentence vector as one soft token after the request text (see the module docstring); the item
+    # vectors must come from the same text encoder (MiniLM item text), not ILM
+    request_vector: bool = False
     seed: int = 0  # LoRA / projection / residual init
 
     def __post_init__(self) -> None:
@@ -119,21 +128,30 @@ class ItemTokenEmbedding(nn.Module):
     def forward(self) -> Tensor:
         return self.scale * F.normalize(self.proj(self.vectors), dim=-1) + self.delta  # (T, H)
 
+    def embed_vectors(self, v: Tensor) -> Tensor:
+        """(B, d) vectors of the item space (a request's) -> (B, H) soft tokens: the rows' map without a residual."""
+        return self.scale * F.normalize(self.proj(v), dim=-1)  # (B, H)
+
 
 class LumenGenLoss(nn.Module):
-    """Trie-constrained cross-entropy at item-code positions + token cross-entropy at narrative positions.
+    """Trie-constrained cross-entropy at item-code positions + token cross-entropy at narrative positions
+    (+ the cross-entropy against a teacher's soft targets at item-code positions, :mod:`.distill`).
 
     item_logits (P, T) over all new tokens, item_allowed (P, T) bool (the codes that may follow the
     prefix, at the target's level), item_targets (P,) new-token indices; text_logits (Q, V),
-    text_targets (Q,). Each part is a mean over its positions; `narrative_weight` weighs the text part.
+    text_targets (Q,); item_soft (P, T) the teacher's distribution over the allowed codes (rows of
+    zeros: no soft target there). Each part is a mean over its positions; `narrative_weight` weighs the
+    text part, `distill_weight` the soft one.
     """
 
-    def __init__(self, narrative_weight: float = 1.0) -> None:
+    def __init__(self, narrative_weight: float = 1.0, distill_weight: float = 0.0) -> None:
         super().__init__()
         self.narrative_weight = float(narrative_weight)
+        self.distill_weight = float(distill_weight)
 
     def forward(self, item_logits: Tensor, item_allowed: Tensor, item_targets: Tensor,
-                text_logits: Tensor | None = None, text_targets: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+                text_logits: Tensor | None = None, text_targets: Tensor | None = None,
+                item_soft: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         parts: dict[str, float] = {}
         loss = item_logits.new_zeros(())
         if item_targets.numel():
@@ -143,6 +161,15 @@ class LumenGenLoss(nn.Module):
             item = F.cross_entropy(masked, item_targets)
             loss = loss + item
             parts["item"] = float(item.detach())
+            rows = None if item_soft is None else item_soft.sum(-1) > 0  # (P,)
+            if self.distill_weight > 0 and rows is not None and bool(rows.any()):
+                if bool((item_soft[rows] > 0)[~item_allowed[rows]].any()):
+                    raise ValueError("a soft target puts mass on a code the trie does not allow")
+                logp = torch.log_softmax(masked[rows], dim=-1)  # (P', T)
+                soft = item_soft[rows]  # (P', T)
+                distill = -torch.where(soft > 0, soft * logp, torch.zeros_like(logp)).sum(-1).mean()
+                loss = loss + self.distill_weight * distill
+                parts["distill"] = float(distill.detach())
         if text_logits is not None and text_targets is not None and text_targets.numel():
             text = F.cross_entropy(text_logits, text_targets)
             loss = loss + self.narrative_weight * text
@@ -162,12 +189,32 @@ class Encoded:
     item_pos: list[int] = field(default_factory=list)
     item_allowed: list[np.ndarray] = field(default_factory=list)
     text_pos: list[int] = field(default_factory=list)
+    item_soft: list[np.ndarray | None] = field(default_factory=list)  # per item_pos: a teacher's target over item_allowed
+    request: np.ndarray | None = None  # (d,) the request vector of the prompt's request slot, if it has one
+
+
+class PromptIds(list):
+    """A prompt's token ids (a plain list of ints) and the request vector (d,) its request slot stands for
+    (None: no slot). Scoring, beam search and narration read `request` from the prompt they are given."""
+
+    def __init__(self, ids: Sequence[int] = (), request: np.ndarray | None = None) -> None:
+        super().__init__(ids)
+        self.request = request
+
+
+def _request_of(prompt_ids: Sequence[int]) -> Tensor | None:
+    r = getattr(prompt_ids, "request", None)
+    return None if r is None else torch.as_tensor(np.asarray(r, dtype=np.float32))[None]  # (1, d)
 
 
 class GenerativeLumen(nn.Module):
     """Backbone + LoRA + item-token rows; see the module docstring."""
 
-    def __init__(self, config: LumenGenConfig, sids: SemanticIDs, lm, tokenizer, *, backbone_dir: str | None = None) -> None:
+    #: request texts whose vectors are kept (384 floats each: 65,536 are ~100 MB)
+    REQUEST_CACHE_SIZE = 65_536
+
+    def __init__(self, config: LumenGenConfig, sids: SemanticIDs, lm, tokenizer, *, backbone_dir: str | None = None,
+                 request_encoder: Callable[[list[str]], np.ndarray] | None = None) -> None:
         super().__init__()
         peft = require_peft()
         if sids.token_vectors.shape[1] != config.item_dim:
@@ -192,11 +239,16 @@ class GenerativeLumen(nn.Module):
         self._cache_kw_new = "cache" in inspect.signature(self.decoder.forward).parameters
         self.eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         self._text_cache: dict[str, list[int]] = {}
+        # the request slot's id: one past the item tokens (never a row of `items`; `embed` puts the vector there)
+        self.request_id = self.vocab + sids.num_tokens
+        self._request_encoder = request_encoder  # texts -> (n, d); None: the MiniLM TextEncoder, loaded on first use
+        self._request_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
-    def from_backbone(cls, config: LumenGenConfig, sids: SemanticIDs) -> "GenerativeLumen":
+    def from_backbone(cls, config: LumenGenConfig, sids: SemanticIDs, *,
+                      request_encoder: Callable[[list[str]], np.ndarray] | None = None) -> "GenerativeLumen":
         lm, tok, d = load_backbone(config.backbone)
-        return cls(config, sids, lm, tok, backbone_dir=str(d))
+        return cls(config, sids, lm, tok, backbone_dir=str(d), request_encoder=request_encoder)
 
     # -- trainable state ------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, Tensor]:
@@ -221,52 +273,99 @@ class GenerativeLumen(nn.Module):
             self._text_cache[s] = list(self.tokenizer(s, add_special_tokens=False)["input_ids"])
         return self._text_cache[s]
 
+    def encode_requests(self, texts: Sequence[str]) -> None:
+        """Embed request texts not seen yet in one batch and keep their vectors (training calls it once for
+        all its critiques; serving embeds one text per prompt)."""
+        new = [t for t in dict.fromkeys(str(t).strip() for t in texts) if t and t not in self._request_cache]
+        if not new:
+            return
+        if self._request_encoder is None:
+            from lumenrec.retriever.text_encoder import TextEncoder
+
+            self._request_encoder = TextEncoder().encode
+        vecs = np.asarray(self._request_encoder(new), dtype=np.float32)  # (n, d)
+        if vecs.shape != (len(new), self.config.item_dim):
+            raise ConfigError("request_vector", True, f"the request encoder gave shape {vecs.shape} for {len(new)} "
+                                                      f"texts; the item vectors are {self.config.item_dim}-d")
+        for t, v in zip(new, vecs):
+            self._request_cache[t] = v
+        while len(self._request_cache) > self.REQUEST_CACHE_SIZE:
+            self._request_cache.popitem(last=False)
+
+    def request_vector(self, text: str) -> np.ndarray:
+        """(d,) the sentence vector of a request text (cached)."""
+        text = str(text).strip()
+        if text not in self._request_cache:
+            self.encode_requests([text])
+        self._request_cache.move_to_end(text)
+        return self._request_cache[text]
+
     def item_token_ids(self, item: int) -> list[int]:
         """The full-vocabulary ids of an item's code tokens."""
         return [self.vocab + int(t) for t in self.sids.item_tokens()[int(item)]]
 
-    def prompt(self, history: Sequence[int], critique: str | None = None, *, item: int | None = None) -> list[int]:
-        """Token ids of a prompt: history (+ request) -> 'Next item:'; with `item`, -> 'Item: <codes> Why:'."""
+    def prompt(self, history: Sequence[int], critique: str | None = None, *, item: int | None = None) -> PromptIds:
+        """Token ids of a prompt: history (+ request [+ its vector's slot]) -> 'Next item:'; with `item`,
+        -> 'Item: <codes> Why:'."""
         ids = self._text("History:")
+        request = None
         for h in list(history)[-self.config.max_history:]:
             ids = ids + self.item_token_ids(h)
         if critique and critique.strip():
             ids = ids + self._text("\nRequest: ") + self._text(critique.strip())[: self.config.max_critique_tokens]
+            if self.config.request_vector:
+                ids, request = ids + [self.request_id], self.request_vector(critique)
         if item is None:
-            return ids + self._text("\nNext item:")
-        return ids + self._text("\nItem:") + self.item_token_ids(item) + self._text("\nWhy:")
+            return PromptIds(ids + self._text("\nNext item:"), request)
+        return PromptIds(ids + self._text("\nItem:") + self.item_token_ids(item) + self._text("\nWhy:"), request)
 
-    def encode_item_example(self, history: Sequence[int], critique: str | None, target: int) -> Encoded:
+    def encode_item_example(self, history: Sequence[int], critique: str | None, target: int,
+                            teacher: tuple[np.ndarray, np.ndarray] | None = None) -> Encoded:
+        """`teacher`: (items (k,), probabilities (k,)) of a teacher for this prompt: soft targets per level."""
+        from lumenrec.agent.llm.lumen_gen.distill import level_targets
+
         p = self.prompt(history, critique)
         toks = self.sids.item_tokens()[int(target)]
         codes = self.sids.codes[int(target)]
-        enc = Encoded(p + [self.vocab + int(t) for t in toks])
+        enc = Encoded(p + [self.vocab + int(t) for t in toks], request=p.request)
+        allowed = [self.trie.allowed(codes[:lvl]) for lvl in range(len(toks))]
         for lvl in range(len(toks)):
             enc.item_pos.append(len(p) + lvl - 1)
-            enc.item_allowed.append(self.offsets[lvl] + self.trie.allowed(codes[:lvl]))
+            enc.item_allowed.append(self.offsets[lvl] + allowed[lvl])
+        enc.item_soft = (level_targets(self.sids.codes, target, teacher[0], teacher[1], allowed) if teacher is not None
+                         else [None] * len(toks))
         return enc
 
     def encode_narrative_example(self, history: Sequence[int], critique: str | None, item: int, text: str) -> Encoded:
         p = self.prompt(history, critique, item=item)
         tgt = self._text(" " + text.strip())[: self.config.max_narrative_tokens] + [self.eos_id]
-        return Encoded(p + tgt, text_pos=list(range(len(p) - 1, len(p) - 1 + len(tgt))))
+        return Encoded(p + tgt, text_pos=list(range(len(p) - 1, len(p) - 1 + len(tgt))), request=p.request)
 
     # -- forward --------------------------------------------------------------------------------
-    def embed(self, ids: Tensor) -> Tensor:
-        """(B, S) ids (text < vocab <= item tokens) -> (B, S, H) input embeddings."""
-        is_item = ids >= self.vocab
-        text = self.word_emb(ids.clamp(max=self.vocab - 1))  # (B, S, H)
-        if not bool(is_item.any()):
-            return text
-        rows = self.items()  # (T, H)
-        item = rows[(ids - self.vocab).clamp(min=0)]  # (B, S, H)
-        return torch.where(is_item[..., None], item, text)
+    def embed(self, ids: Tensor, request: Tensor | None = None) -> Tensor:
+        """(B, S) ids (text < vocab <= item tokens < request slot) -> (B, S, H) input embeddings; `request`
+        (B, d): the vector each row's request slot stands for."""
+        is_req = ids == self.request_id
+        is_item = (ids >= self.vocab) & ~is_req
+        out = self.word_emb(ids.clamp(max=self.vocab - 1))  # (B, S, H)
+        if bool(is_item.any()):
+            rows = self.items()  # (T, H)
+            item = rows[(ids - self.vocab).clamp(min=0, max=self.sids.num_tokens - 1)]  # (B, S, H)
+            out = torch.where(is_item[..., None], item, out)
+        if bool(is_req.any()):
+            if request is None:
+                raise ValueError("a prompt with a request slot needs its request vector")
+            req = self.items.embed_vectors(request.to(out.dtype))  # (B, H)
+            out = torch.where(is_req[..., None], req[:, None, :], out)
+        return out
 
-    def hidden(self, ids: Tensor, attention_mask: Tensor | None = None, past=None, use_cache: bool = False):
-        """Last-layer hidden states (B, S, H) (and the cache when `use_cache`)."""
+    def hidden(self, ids: Tensor, attention_mask: Tensor | None = None, past=None, use_cache: bool = False,
+               request: Tensor | None = None):
+        """Last-layer hidden states (B, S, H) (and the cache when `use_cache`); `request` (B, d): see `embed`."""
         # transformers 5.x names the cache argument `cache` (`past_key_values` is deprecated); 4.x only knows the latter
         kw = "cache" if self._cache_kw_new else "past_key_values"
-        out = self.decoder(inputs_embeds=self.embed(ids), attention_mask=attention_mask, use_cache=use_cache, **{kw: past})
+        out = self.decoder(inputs_embeds=self.embed(ids, request), attention_mask=attention_mask, use_cache=use_cache,
+                           **{kw: past})
         if not use_cache:
             return out.last_hidden_state
         return out.last_hidden_state, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -283,28 +382,39 @@ class GenerativeLumen(nn.Module):
         for b, e in enumerate(batch):
             ids[b, : len(e.ids)] = torch.tensor(e.ids)
             mask[b, : len(e.ids)] = 1
-        h = self.hidden(ids, mask)  # (B, S, H)
+        request = None
+        if any(e.request is not None for e in batch):
+            request = torch.zeros(len(batch), self.config.item_dim)  # (B, d); rows without a slot are not read
+            for b, e in enumerate(batch):
+                if e.request is not None:
+                    request[b] = torch.as_tensor(e.request)
+        h = self.hidden(ids, mask, request=request)  # (B, S, H)
         ib = [(b, p) for b, e in enumerate(batch) for p in e.item_pos]
         tb = [(b, p) for b, e in enumerate(batch) for p in e.text_pos]
         T = self.sids.num_tokens
         item_logits = h.new_zeros(0, T)
         allowed = torch.zeros(len(ib), T, dtype=torch.bool)  # (P, T)
         targets = torch.zeros(len(ib), dtype=torch.long)  # (P,)
+        soft = None
+        if any(s is not None for e in batch for s in e.item_soft):
+            soft = torch.zeros(len(ib), T)  # (P, T) the teacher's targets; zero rows: none at that position
         if ib:
             bi, pi = torch.tensor([x[0] for x in ib]), torch.tensor([x[1] for x in ib])
             item_logits = self.item_logits(h[bi, pi])  # (P, T)
             targets = ids[bi, pi + 1] - self.vocab
             j = 0
             for e in batch:
-                for a in e.item_allowed:
+                for lvl, a in enumerate(e.item_allowed):
                     allowed[j, torch.as_tensor(a)] = True
+                    if soft is not None and lvl < len(e.item_soft) and e.item_soft[lvl] is not None:
+                        soft[j, torch.as_tensor(a)] = torch.as_tensor(e.item_soft[lvl])
                     j += 1
         text_logits = text_targets = None
         if tb:
             bi, pi = torch.tensor([x[0] for x in tb]), torch.tensor([x[1] for x in tb])
             text_logits = self.lm_head(h[bi, pi])  # (Q, V)
             text_targets = ids[bi, pi + 1]
-        return loss_fn(item_logits, allowed, targets, text_logits, text_targets)
+        return loss_fn(item_logits, allowed, targets, text_logits, text_targets, soft)
 
     # -- scoring and decoding -------------------------------------------------------------------
     def _prefix_hidden(self, h_last: Tensor, cache, prefixes: np.ndarray, chunk: int = 256) -> Tensor:
@@ -403,7 +513,7 @@ class GenerativeLumen(nn.Module):
         if method not in ("tree", "batched"):
             raise ValueError(f"method must be 'tree' or 'batched', got {method!r}")
         self.eval()
-        h, cache = self.hidden(torch.tensor([list(prompt_ids)]), use_cache=True)  # (1, P, H)
+        h, cache = self.hidden(torch.tensor([list(prompt_ids)]), use_cache=True, request=_request_of(prompt_ids))  # (1, P, H)
         h_last = h[:, -1]  # (1, H)
         inner = self._tree_hidden(cache, h.shape[1]) if method == "tree" and self.sids.num_levels > 1 else None
         logp = np.zeros(self.sids.num_items, dtype=np.float64)
@@ -426,7 +536,7 @@ class GenerativeLumen(nn.Module):
             raise ValueError(f"k must be >= 1, got {k}")
         self.eval()
         width = max(k, beam_width or k)
-        h, cache = self.hidden(torch.tensor([list(prompt_ids)]), use_cache=True)
+        h, cache = self.hidden(torch.tensor([list(prompt_ids)]), use_cache=True, request=_request_of(prompt_ids))
         h_last = h[:, -1]
         beams = np.zeros((1, 0), dtype=np.int64)  # (M, lvl)
         scores = np.zeros(1)
@@ -446,8 +556,8 @@ class GenerativeLumen(nn.Module):
         """Greedy narrative text for `item` (text tokens only; stops at end-of-turn or a blank line)."""
         self.eval()
         n = max_new_tokens or self.config.max_narrative_tokens
-        ids = torch.tensor([self.prompt(history, critique, item=item)])
-        h, cache = self.hidden(ids, use_cache=True)
+        p = self.prompt(history, critique, item=item)
+        h, cache = self.hidden(torch.tensor([list(p)]), use_cache=True, request=_request_of(p))
         out: list[int] = []
         for _ in range(n):
             nxt = int(self.lm_head(h[:, -1]).argmax(-1))
@@ -463,7 +573,7 @@ class GenerativeLumen(nn.Module):
         n_all = sum(p.numel() for p in self.parameters())
         return {"trainable_params": int(n_train), "total_params": int(n_all), "vocab": self.vocab,
                 "new_tokens": self.sids.num_tokens, "levels": self.sids.num_levels, "mode": self.sids.config.mode,
-                "collision_level": self.sids.collision_level}
+                "collision_level": self.sids.collision_level, "request_vector": self.config.request_vector}
 
 
 def sids_to_tensors(sids: SemanticIDs) -> dict[str, Tensor]:

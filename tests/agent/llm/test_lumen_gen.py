@@ -236,6 +236,21 @@ def test_a_run_cut_in_two_trains_like_one_run(sids, tmp_path):
         train_lumen_gen(_model(sids), ex[:10], ids, LumenGenTrainConfig(steps=30, **cfg), out=tmp_path / "two")
 
 
+def test_bf16_autocast_trains_and_belongs_to_the_run(sids, tmp_path):
+    ids = [f"i{j}" for j in range(20)]
+    cfg = dict(batch_size=8, lr=1e-2, lr_items=3e-2, warmup_steps=0, checkpoint_every=20, progress=False, seed=1,
+               num_threads=1)
+    m = _model(sids)
+    train_lumen_gen(m, _cycle_examples(), ids, LumenGenTrainConfig(steps=60, precision="bf16", **cfg), out=tmp_path / "bf")
+    hist = json.loads((tmp_path / "bf" / "metrics.json").read_text())["history"]
+    assert np.mean([h["item"] for h in hist[-10:]]) < 0.8 * np.mean([h["item"] for h in hist[:10]])
+    assert all(p.dtype == torch.float32 for p in m.parameters())  # only the forward ran in bf16
+    with pytest.raises(CheckpointError, match="other examples or settings"):  # the same run in fp32: refused
+        train_lumen_gen(_model(sids), _cycle_examples(), ids, LumenGenTrainConfig(steps=80, **cfg), out=tmp_path / "bf")
+    with pytest.raises(ConfigError, match="precision"):
+        LumenGenTrainConfig(precision="fp16")
+
+
 def test_rate_schedules():
     const = LumenGenTrainConfig(steps=100, warmup_steps=10)
     assert [round(const.lr_factor(s), 3) for s in (0, 4, 9, 10, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
@@ -426,3 +441,172 @@ def test_missing_peft_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(MissingExtraError, match=r"lumenrec\[lumen-gen\]"):
         require_peft()
+
+
+# ---- the request vector --------------------------------------------------------------------------
+def _known_requests(vectors):
+    """A request encoder with a known answer: the text 'want iK' embeds as item K's vector."""
+    def encode(texts):
+        return np.stack([vectors[int(t.rsplit("i", 1)[-1])] for t in texts])
+
+    return encode
+
+
+def _request_model(sids, vectors, seed=0):
+    tok = _tokenizer()
+    return GenerativeLumen(LumenGenConfig(item_dim=vectors.shape[1], lora_r=4, request_vector=True), sids,
+                           _tiny_lm(len(tok), seed), tok, request_encoder=_known_requests(vectors))
+
+
+def test_the_request_vector_is_one_soft_token_in_the_item_rows_space():
+    x, _ = _clustered()
+    leaf = assign_semantic_ids(x, SemanticIDConfig(levels=1, codebook_size=4, leaf="item", seed=0))
+    m = _request_model(leaf, x)
+    p = m.prompt([1, 2], "want i7")
+    assert p.count(m.request_id) == 1 and np.array_equal(p.request, x[7])
+    pos = p.index(m.request_id)
+    assert p[pos - len(m._text("want i7")): pos] == m._text("want i7")  # right after the request text
+    emb = m.embed(torch.tensor([list(p)]), torch.as_tensor(p.request)[None])[0, pos]  # (H,)
+    row = leaf.item_tokens()[7][-1]  # item 7's own token: its row starts from the same vector
+    assert torch.allclose(emb, m.items()[row] - m.items.delta[row], atol=1e-5)
+    # the slot is read: the same tokens with another vector score otherwise; a slot without its vector is refused
+    other = m.prompt([1, 2], "want i7")
+    other.request = x[15]
+    assert not np.allclose(m.score_items(p), m.score_items(other), atol=1e-4)
+    with pytest.raises(ValueError, match="request vector"):
+        m.score_items(list(p))
+    # no request, no slot; and the option is off by default
+    assert m.request_id not in m.prompt([1, 2], None) and m.prompt([1, 2], None).request is None
+    plain = _model(leaf)
+    assert plain.request_id not in plain.prompt([1], "want i7")
+    with pytest.raises(ConfigError, match="request_vector"):  # an encoder of another width
+        GenerativeLumen(LumenGenConfig(item_dim=16, lora_r=4, request_vector=True), leaf, _tiny_lm(len(m.tokenizer)),
+                        m.tokenizer, request_encoder=lambda t: np.zeros((len(t), 8))).prompt([1], "want i2")
+
+
+def test_training_and_scoring_read_the_request_vector_alike(sids):
+    """The loss of a batch (one example with a request slot, one without) is exactly minus the log-probability
+    that full-catalogue scoring gives each target: training and serving feed the vector the same way."""
+    from lumenrec.agent.llm.lumen_gen.examples import GenExample
+    from lumenrec.agent.llm.lumen_gen.train import _encode
+
+    x, _ = _clustered()
+    m = _request_model(sids, x)
+    with torch.no_grad():
+        for prm in m.parameters():
+            if prm.requires_grad:
+                prm.add_(torch.randn_like(prm) * 0.1)
+    m.eval()
+    a, b = GenExample("item", "u1", [1, 2], 13, critique="want i13"), GenExample("item", "u2", [3], 4)
+    loss, _ = m.batch_loss([_encode(m, a), _encode(m, b)], LumenGenLoss())
+    sa, sb = m.score_items(m.prompt(a.history, a.critique)), m.score_items(m.prompt(b.history))
+    assert float(loss.detach()) * 2 * sids.num_levels == pytest.approx(-(sa[13] + sb[4]), rel=1e-5)
+
+
+def test_a_request_vector_model_round_trips_and_resumes_only_as_itself(sids, tmp_path):
+    ids = [f"i{j}" for j in range(20)]
+    x, _ = _clustered()
+    from lumenrec.agent.llm.lumen_gen.examples import GenExample
+
+    ex = [GenExample("item", f"u{i}", [i], (i + 1) % 20, critique=f"want i{(i + 1) % 20}") for i in range(20)]
+    cfg = dict(batch_size=4, lr=1e-2, lr_items=3e-2, warmup_steps=0, checkpoint_every=2, progress=False, seed=1,
+               num_threads=1)
+    m = _request_model(sids, x)
+    train_lumen_gen(m, ex, ids, LumenGenTrainConfig(steps=2, **cfg), out=tmp_path / "run")
+    p = m.prompt([3], "want i4")
+    tok = _tokenizer()
+    back, _, saved = load_lumen_gen(tmp_path / "run", backbone=(_tiny_lm(len(tok)), tok),
+                                    request_encoder=_known_requests(x))
+    assert saved["model"]["request_vector"] is True and back.config.request_vector
+    assert np.allclose(back.score_items(back.prompt([3], "want i4")), m.score_items(p), atol=1e-6)
+    with pytest.raises(CheckpointError, match="model configuration"):  # the same run without the vector: refused
+        train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(steps=4, **cfg), out=tmp_path / "run")
+    s = train_lumen_gen(_request_model(sids, x), ex, ids, LumenGenTrainConfig(steps=4, **cfg), out=tmp_path / "run")
+    assert s["resumed_from"] == 2 and s["steps_total"] == 4
+
+
+def test_the_default_request_encoder_is_the_item_texts_minilm():
+    pytest.importorskip("sentence_transformers")
+    from lumenrec.retriever.text_encoder import TextEncoder
+
+    x = np.random.default_rng(0).normal(size=(12, 384)).astype(np.float32)
+    ids = assign_semantic_ids(x, SemanticIDConfig(levels=1, codebook_size=3, leaf="item", seed=0))
+    tok = _tokenizer()
+    m = GenerativeLumen(LumenGenConfig(item_dim=384, lora_r=4, request_vector=True), ids, _tiny_lm(len(tok)), tok)
+    got = m.prompt([1], "  a black ink cartridge, not HP ").request
+    assert np.allclose(got, TextEncoder().encode("a black ink cartridge, not HP")[0], atol=1e-5)
+
+
+# ---- distillation --------------------------------------------------------------------------------
+def test_level_targets_split_the_teachers_mass_along_the_targets_prefix():
+    from lumenrec.agent.llm.lumen_gen.distill import level_targets
+
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [2, 0]])  # (N, L): 5 items, 3 clusters
+    items, probs = np.array([1, 2, 4, 0]), np.array([0.4, 0.3, 0.2, 0.1], dtype=np.float32)
+    got = level_targets(codes, 0, items, probs, [np.array([0, 1, 2]), np.array([0, 1])])
+    assert np.allclose(got[0], [0.5, 0.3, 0.2])  # the mass of each cluster
+    assert np.allclose(got[1], [0.2, 0.8])  # inside the target's cluster: items 0 and 1, renormalised
+    # no teacher mass under the target's prefix: no soft target there
+    none = level_targets(codes, 4, np.array([0, 1]), np.array([0.5, 0.5], dtype=np.float32),
+                         [np.array([0, 1, 2]), np.array([0])])
+    assert np.allclose(none[0], [1.0, 0.0, 0.0]) and none[1] is None
+
+
+def test_the_distillation_loss_pulls_towards_the_teacher(sids):
+    """With the same true targets, the soft part is the cross-entropy against the teacher: zero weight adds
+    nothing; a teacher that agrees with the model costs its entropy; mass outside the trie is refused."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    allowed = torch.tensor([[True, True, True, False]])
+    soft = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    base, _ = LumenGenLoss()(logits, allowed, torch.tensor([0]))
+    same, parts0 = LumenGenLoss(distill_weight=0.0)(logits, allowed, torch.tensor([0]), item_soft=soft)
+    assert float(same) == pytest.approx(float(base)) and "distill" not in parts0
+    total, parts = LumenGenLoss(distill_weight=2.0)(logits, allowed, torch.tensor([0]), item_soft=soft)
+    logp = torch.log_softmax(torch.tensor([2.0, 1.0, 0.0]), -1)
+    assert parts["distill"] == pytest.approx(float(-(0.5 * logp[0] + 0.5 * logp[1])), rel=1e-5)
+    assert float(total) == pytest.approx(float(base) + 2.0 * parts["distill"], rel=1e-5)
+    with pytest.raises(ValueError, match="does not allow"):
+        LumenGenLoss(distill_weight=1.0)(logits, allowed, torch.tensor([0]), item_soft=torch.tensor([[0.5, 0, 0, 0.5]]))
+
+
+class _ScoresRetriever:
+    """A teacher with known scores: item j scores -|j - 2 * len(history)| (history items would score highest)."""
+
+    def score(self, queries):
+        n = 20
+        return np.stack([-np.abs(np.arange(n) - 2.0 * len(q.history)) + np.isin(np.arange(n), [int(h[1:]) for h in q.history]) * 99
+                         for q in queries])
+
+
+def test_training_towards_a_teacher_moves_the_model_to_its_choice(sids, tmp_path):
+    """Every example's true target is item 19, but the teacher prefers item 2 * len(history): with the teacher the
+    model learns to rank the teacher's item above what plain training gives it; targets are cached and checked."""
+    from lumenrec.agent.llm.lumen_gen.distill import cached_teacher_targets, teacher_targets
+    from lumenrec.agent.llm.lumen_gen.examples import GenExample
+
+    ids = [f"i{j}" for j in range(20)]
+    ex = [GenExample("item", "u", [1, 3, 5], 19, critique="something like this")] * 8
+    soft = teacher_targets(_ScoresRetriever(), ex, ids, top_k=5, temperature=0.5, progress=False)
+    top, p = soft[0]
+    assert top[0] == 6 and not {1, 3, 5} & set(top.tolist()) and p.sum() == pytest.approx(1.0) and p[0] == p.max()
+    key = {"k": 5}
+    again = cached_teacher_targets(tmp_path / "t.npz", key, lambda: soft)
+    assert (tmp_path / "t.npz").is_file() and np.array_equal(again[0][0], top)
+    back = cached_teacher_targets(tmp_path / "t.npz", key, lambda: pytest.fail("the cached targets must be read"))
+    assert np.array_equal(back[3][0], top) and np.allclose(back[3][1], p)
+    cfg = dict(steps=30, batch_size=4, lr=1e-2, lr_items=3e-2, warmup_steps=0, checkpoint_every=10, progress=False,
+               seed=1, num_threads=1)
+    plain, taught = _model(sids), _model(sids)
+    train_lumen_gen(plain, ex, ids, LumenGenTrainConfig(**cfg), out=tmp_path / "plain")
+    s = train_lumen_gen(taught, ex, ids, LumenGenTrainConfig(distill_weight=1.0, **cfg), out=tmp_path / "taught",
+                        teacher=soft)
+    assert s["distill_loss_last20"] is not None
+    pr = plain.prompt([1, 3, 5], "something like this")
+    a, b = plain.score_items(pr), taught.score_items(pr)
+    assert b[6] - b[19] > a[6] - a[19] + 1.0
+    with pytest.raises(CheckpointError, match="teacher"):  # other soft targets: refused on resume
+        other = teacher_targets(_ScoresRetriever(), ex, ids, top_k=3, progress=False)
+        train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(distill_weight=1.0, **{**cfg, "steps": 40}),
+                        out=tmp_path / "taught", teacher=other)
+    with pytest.raises(ConfigError, match="distill_weight"):
+        train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(**cfg), teacher=soft)

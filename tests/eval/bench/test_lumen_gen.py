@@ -47,14 +47,16 @@ def test_bench_lumen_gen_end_to_end(tmp_path, monkeypatch):
 
 
 def test_bench_lumen_gen_with_item_leaves(tmp_path, monkeypatch):
-    """--leaf item: every tuple ends with the item's own token; the report says so and every beam item is valid."""
+    """--leaf item: every tuple ends with the item's own token; the report says so and every beam item is valid.
+    --request-vector: the request's MiniLM vector is a prompt token (not with ILM item vectors)."""
     from lumenrec.eval.bench import lumen_gen
 
     monkeypatch.setenv("LUMENREC_DOCS_DIR", str(tmp_path / "docs"))
     backbone = save_tiny_backbone(tmp_path / "tiny")
     args = ["--data", "synthetic:num_items=150,num_users=120,num_conversations=4,max_seq_len=20", "--backbone", str(backbone),
             "--out", str(tmp_path / "run"), "--steps", "2", "--threads", "1", "--eval-users", "6", "--beam-users", "2",
-            "--narrative-cases", "2", "--levels", "1", "--codebook-size", "4", "--leaf", "item", "--name", "leafy"]
+            "--narrative-cases", "2", "--levels", "1", "--codebook-size", "4", "--leaf", "item", "--name", "leafy",
+            "--request-vector", "--precision", "bf16"]
     assert lumen_gen.main(args) == 0
     r = json.loads((tmp_path / "docs" / "results" / "leafy.json").read_text())
     sid = r["semantic_ids"]
@@ -62,6 +64,13 @@ def test_bench_lumen_gen_with_item_leaves(tmp_path, monkeypatch):
     assert r["eval"]["beam_top10"]["valid_catalogue_items"] == r["eval"]["beam_top10"]["items_returned"] == 20
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "last level: each item's own token" in md and "collision level" not in md
+    assert r["model"]["request_vector"] is True and "the request's MiniLM vector is one more prompt token" in md
+    assert r["train_config"]["precision"] == "bf16" and "bf16 autocast" in md
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert saved["model"]["request_vector"] is True
+    with pytest.raises(SystemExit) as e:
+        lumen_gen.main(args + ["--ilm-checkpoint", str(tmp_path / "ilm")])
+    assert e.value.code == 2
 
 
 class _ScriptedLocalLLM:

@@ -105,21 +105,6 @@ def _rank_metrics(scores: np.ndarray, histories, targets) -> dict[str, float]:
     return metrics_from_ranks(ranks_from_scores(s, targets), ks=(1, 5, 10, 20))
 
 
-def _teacher(args, examples, catalog, out: Path):
-    """The tower's soft targets for the critique examples (cached in OUT/teacher.npz), or None."""
-    if not args.distill_from:
-        return None
-    from lumenrec.agent.llm.lumen_gen.distill import cached_teacher_targets, teacher_targets
-    from lumenrec.agent.llm.lumen_gen.train import examples_digest
-    from lumenrec.build import tower_teacher
-
-    key = {"examples": examples_digest(examples), "teacher": str(Path(args.distill_from).resolve()),
-           "top_k": args.distill_top_k, "temperature": args.distill_temperature}
-    return cached_teacher_targets(out / "teacher.npz", key, lambda: teacher_targets(
-        tower_teacher(args.distill_from, catalog), examples, catalog.ids, top_k=args.distill_top_k,
-        temperature=args.distill_temperature))
-
-
 def _dev_critiques(model, ds, tower: str | None, pop, markov) -> dict[str, Any]:
     """The dataset's conversations (the dev set: never trained on) as the critique turn: history + the
     shopper's critique -> the target, full-catalogue ranks (history masked) for every scorer on the same
@@ -205,7 +190,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.init_from:  # a second stage: another run's weights, this run's examples and schedule
         init_from = Path(args.init_from)
         init_from = init_from / "model" if (init_from / "model" / "config.json").is_file() else init_from
-    teacher = _teacher(args, examples, cat, out)
+    teacher = None
+    if args.distill_from:  # the tower's soft targets for the critique examples (cached in OUT/teacher.npz)
+        from lumenrec.build import tower_soft_targets
+
+        teacher = tower_soft_targets(args.distill_from, cat, examples, out / "teacher.npz", top_k=args.distill_top_k,
+                                     temperature=args.distill_temperature)
     train = train_lumen_gen(model, examples, cat.ids, tcfg, out=out / "model",
                             extra={"data": args.data, "item_vectors": vec_source}, init_from=init_from, teacher=teacher)
     log.info("training: %s", train)

@@ -44,7 +44,8 @@ from typing import Any
 
 from lumenrec.errors import ConfigError
 
-__all__ = ["BuildConfig", "build", "register", "default_build_dir", "tower_teacher", "STAGES", "OPTIONAL_STAGES"]
+__all__ = ["BuildConfig", "build", "register", "default_build_dir", "tower_teacher", "tower_soft_targets", "STAGES",
+           "OPTIONAL_STAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,21 @@ def tower_teacher(system_dir: str | Path, catalog):
     if list(rec.catalog.ids) != list(catalog.ids):
         raise ConfigError("teacher", str(system_dir), "was built on another catalogue (or another item order)")
     return getattr(rec.retriever, "lumen", rec.retriever)
+
+
+def tower_soft_targets(system_dir: str | Path, catalog, examples, cache: str | Path, *, top_k: int = 100,
+                       temperature: float = 1.0, progress: bool = True):
+    """The soft targets a built system's tower gives the generative model's critique `examples`
+    (:func:`~lumenrec.agent.llm.lumen_gen.distill.teacher_targets`), kept in the .npz file `cache` under what
+    they were computed from (examples, system directory, top-k, temperature): a re-run reads them."""
+    from lumenrec.agent.llm.lumen_gen.distill import cached_teacher_targets, teacher_targets
+    from lumenrec.agent.llm.lumen_gen.train import examples_digest
+
+    key = {"examples": examples_digest(examples), "teacher": str(Path(system_dir).resolve()), "top_k": top_k,
+           "temperature": temperature}
+    return cached_teacher_targets(cache, key, lambda: teacher_targets(
+        tower_teacher(system_dir, catalog), examples, catalog.ids, top_k=top_k, temperature=temperature,
+        progress=progress))
 
 
 def build(config: BuildConfig) -> Path:
@@ -468,14 +484,10 @@ def build(config: BuildConfig) -> Path:
             examples2 = examples_for(history_only_fraction=GENERATIVE_STAGE2["history_only_fraction"],
                                      narrative_repeats=GENERATIVE_STAGE2["file_narrative_repeats"] if narrator else 1)
             # the teacher: this build's LUMEN tower scores every critique example (cached: a re-run reads them)
-            from lumenrec.agent.llm.lumen_gen.distill import cached_teacher_targets, teacher_targets
-            from lumenrec.agent.llm.lumen_gen.train import examples_digest
-
-            weight, top_k = GENERATIVE_STAGE2["distill_weight"], GENERATIVE_STAGE2["distill_top_k"]
-            teacher = cached_teacher_targets(
-                gdir / "teacher.npz", {"examples": examples_digest(examples2), "top_k": top_k, "temperature": 1.0},
-                lambda: teacher_targets(tower_teacher(out, cat), examples2, cat.ids, top_k=top_k,
-                                        progress=config.progress)) if weight else None
+            weight = GENERATIVE_STAGE2["distill_weight"]
+            teacher = tower_soft_targets(out, cat, examples2, gdir / "teacher.npz",
+                                         top_k=GENERATIVE_STAGE2["distill_top_k"],
+                                         progress=config.progress) if weight else None
             run2 = train_lumen_gen(model, examples2, cat.ids,
                                    LumenGenTrainConfig(steps=config.generative_stage2_steps, max_time_s=left,
                                                        lr_schedule=GENERATIVE_STAGE2["lr_schedule"],

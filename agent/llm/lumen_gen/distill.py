@@ -135,5 +135,5 @@ def cached_teacher_targets(path, key: dict, compute) -> list[tuple[np.ndarray, n
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, key=np.array(want), n=np.array(len(out)), index=np.array(have, dtype=np.int64), items=items, probs=probs)
     tmp.replace(path)
-    return [(t[0], t[1]) if t is not None else None for t in out]
+    return out
 

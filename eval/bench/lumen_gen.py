@@ -16,7 +16,9 @@
 
 A second stage (``--init-from`` another run) trains on from that run's weights with a fresh optimizer, e.g. on a
 critique-heavy mix (``--history-only-fraction``), a decaying rate (``--lr-schedule cosine``) and LLM-written
-narratives (``--narratives FILE`` from ``lumenrec llm training-narratives``). ``--distill-from DIR`` adds a teacher:
+narratives (``--narratives FILE`` from ``lumenrec llm training-narratives``); ``--continue-stream`` starts it
+where the warm start stopped in the seeded example stream (same examples and seed) instead of replaying the
+batches that run trained on. ``--distill-from DIR`` adds a teacher:
 the LUMEN tower of a built system scores every critique example and its top items become soft targets
 (:mod:`lumenrec.agent.llm.lumen_gen.distill`); ``--request-vector`` puts the request's MiniLM vector in the prompt.
 
@@ -27,6 +29,7 @@ a converged model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import sys
@@ -150,7 +153,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from lumenrec.agent.llm.lumen_gen.examples import ExampleConfig, build_examples
     from lumenrec.agent.llm.lumen_gen.model import GenerativeLumen, LumenGenConfig
     from lumenrec.agent.llm.lumen_gen.semantic_ids import SemanticIDConfig
-    from lumenrec.agent.llm.lumen_gen.train import LumenGenTrainConfig, peak_rss_mb, run_semantic_ids, train_lumen_gen
+    from lumenrec.agent.llm.lumen_gen.train import (LumenGenTrainConfig, continued_stream_offset, peak_rss_mb,
+                                                     run_semantic_ids, train_lumen_gen)
     from lumenrec.data.registry import load_dataset
     from lumenrec.data.split import leave_one_out
     from lumenrec.eval.baselines import MarkovScorer, PopularityScorer
@@ -190,6 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.init_from:  # a second stage: another run's weights, this run's examples and schedule
         init_from = Path(args.init_from)
         init_from = init_from / "model" if (init_from / "model" / "config.json").is_file() else init_from
+        if args.continue_stream:  # the example stream goes on after the batches the warm start trained on
+            tcfg = dataclasses.replace(tcfg, example_offset=continued_stream_offset(init_from, examples, args.seed))
     teacher = None
     if args.distill_from:  # the tower's soft targets for the critique examples (cached in OUT/teacher.npz)
         from lumenrec.build import tower_soft_targets
@@ -251,7 +257,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train": train, "train_config": {"steps": args.steps, "batch_size": args.batch_size, "threads": args.threads,
                                          "max_time_s": args.max_time, "checkpoint_every": args.checkpoint_every,
                                          "lr": tcfg.lr, "lr_items": tcfg.lr_items, "lr_schedule": tcfg.lr_schedule,
-                                         "warmup_steps": tcfg.warmup_steps, "precision": tcfg.precision},
+                                         "warmup_steps": tcfg.warmup_steps, "precision": tcfg.precision,
+                                         "example_offset": tcfg.example_offset},
         "init_from": None if init_from is None else {k: train["init_from"][k] for k in ("dir", "step")},
         "distill": None if teacher is None else {
             "from": args.distill_from, "weight": args.distill_weight, "temperature": args.distill_temperature,
@@ -286,7 +293,9 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"{t['loss_last20']:.3f}.",
         "",
         *([f"Warm start from `{r['init_from']['dir']}` (its step {r['init_from']['step']}): a second stage with a fresh "
-           f"optimizer; the steps and epochs above are this stage's.", ""] if r.get("init_from") else []),
+           f"optimizer; the steps and epochs above are this stage's"
+           + (f", its examples from number {off:,} of the seeded stream on (where the warm start stopped)."
+              if (off := r["train_config"].get("example_offset", 0)) else "."), ""] if r.get("init_from") else []),
         *([f"Distillation: the LUMEN tower of `{d['from']}` scored {d['examples_with_targets']} critique examples; its "
            f"top {d['top_k']} items (softmax at temperature {d['temperature']:g}, history removed) are soft targets per "
            f"code position, weight {d['weight']:g} beside the cross-entropy on the true item (training only).", ""]
@@ -358,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-from", default=None,
                     help="warm start: another run's directory (or its model/ checkpoint) with the same semantic IDs; "
                          "this run trains on from its weights with a fresh optimizer (a second stage)")
+    ap.add_argument("--continue-stream", action="store_true",
+                    help="with --init-from a run on the same examples and seed: start after the examples that run "
+                         "trained on (default: the seeded stream from its start, replaying its first batches)")
     ap.add_argument("--history-only-fraction", type=float, default=1.0,
                     help="seeded share of the history-only examples kept (lower: a critique-heavy mix)")
     ap.add_argument("--narrative-repeats", type=int, default=1,
@@ -391,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="lumen_gen", help="results name (docs/results/NAME.json)")
     ap.add_argument("--no-publish", action="store_true")
     args = ap.parse_args(argv)
+    if args.continue_stream and not args.init_from:
+        ap.error("--continue-stream continues the example stream of an --init-from run; name one")
     if args.request_vector and args.ilm_checkpoint:
         ap.error("--request-vector embeds the request with MiniLM: it needs the MiniLM item vectors, not --ilm-checkpoint")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

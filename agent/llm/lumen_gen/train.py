@@ -37,8 +37,8 @@ from lumenrec.agent.llm.lumen_gen.model import (Encoded, GenerativeLumen, LumenG
                                                 sids_to_tensors)
 from lumenrec.errors import CheckpointError, ConfigError
 
-__all__ = ["LumenGenTrainConfig", "train_lumen_gen", "save_lumen_gen", "load_lumen_gen", "load_semantic_ids",
-           "run_semantic_ids", "examples_digest", "peak_rss_mb"]
+__all__ = ["LumenGenTrainConfig", "train_lumen_gen", "continued_stream_offset", "save_lumen_gen", "load_lumen_gen",
+           "load_semantic_ids", "run_semantic_ids", "examples_digest", "peak_rss_mb"]
 
 log = logging.getLogger(__name__)
 KIND = "lumen_gen"
@@ -71,9 +71,16 @@ class LumenGenTrainConfig:
     max_grad_norm: float | None = 1.0
     num_threads: int | None = None  # torch intra-op threads; None = leave as is
     seed: int = 0
+    # where step 0 starts in the seeded example stream (one permutation per epoch), in examples: a warm-started
+    # stage on the same examples continues the stream after the batches its warm start trained on
+    # (:func:`continued_stream_offset`) instead of replaying them; 0: from the start
+    example_offset: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.example_offset, bool) or not isinstance(self.example_offset, (int, np.integer)) \
+                or self.example_offset < 0:
+            raise ConfigError("example_offset", self.example_offset, "must be an integer >= 0")
         for name in ("steps", "batch_size", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -113,6 +120,8 @@ class LumenGenTrainConfig:
             d.pop("distill_weight")
         if self.precision == "fp32":  # ... and before bf16 existed
             d.pop("precision")
+        if not self.example_offset:  # ... and before stream offsets existed
+            d.pop("example_offset")
         return d
 
     def lr_factor(self, step: int) -> float:
@@ -146,10 +155,11 @@ def _encode(model: GenerativeLumen, e: GenExample, teacher: tuple[np.ndarray, np
     raise ValueError(f"unknown example task {e.task!r}")
 
 
-def _batch_indices(n: int, step: int, batch_size: int, seed: int) -> np.ndarray:
-    """The example indices of step `step`: consecutive slices of one seeded permutation per epoch."""
+def _batch_indices(n: int, step: int, batch_size: int, seed: int, offset: int = 0) -> np.ndarray:
+    """The example indices of step `step`: consecutive slices of one seeded permutation per epoch, from
+    example `offset` of that stream."""
     out = []
-    start = step * batch_size
+    start = offset + step * batch_size
     while len(out) < batch_size:
         epoch, off = divmod(start, n)
         perm = np.random.default_rng([seed, epoch]).permutation(n)
@@ -271,6 +281,23 @@ def run_semantic_ids(directory: str | Path, config, num_items: int, item_vectors
     return sids
 
 
+def continued_stream_offset(init_from: str | Path, examples: Sequence[GenExample], seed: int) -> int:
+    """The ``example_offset`` at which a stage warm-started from the checkpoint `init_from` continues its
+    example stream: where that run stopped (its own offset + steps x batch size) when it trained on the same
+    examples with the same seed; 0 otherwise (another stream: nothing to continue)."""
+    from lumenrec.retriever.checkpoint import read_json
+
+    init_from = Path(init_from)
+    if not (init_from / "resume.json").is_file():
+        raise CheckpointError(f"{init_from}: no resumable checkpoint (resume.json) to continue the example stream of")
+    state = read_json(init_from / "resume.json")
+    train = read_json(init_from / "config.json").get("train") or {}
+    if state.get("examples_digest") != examples_digest(examples) or train.get("seed", 0) != seed:
+        log.info("%s trained on other examples or another seed: this stage's stream starts at 0", init_from)
+        return 0
+    return int(train.get("example_offset", 0)) + int(state["step"]) * int(train["batch_size"])
+
+
 def _model_key(d: dict) -> dict:
     """A model configuration as a resumed run must match it: every field but the backbone's path (a moved
     backbone is checked by shape on load); fields added later take their defaults."""
@@ -325,6 +352,10 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
             if (Path(init_from) / "resume.json").is_file() else {}
         extra["init_from"] = {"dir": str(init_from), "step": init_state.get("step"),
                               "examples_digest": init_state.get("examples_digest")}
+        if init_state.get("examples_digest") == digest and not cfg.example_offset:
+            log.warning("%s trained on these examples: this stage starts their stream again from the beginning "
+                        "(example_offset=0), replaying its warm start's first batches; continued_stream_offset() "
+                        "gives the offset that continues after them", init_from)
     opt = _optimizer(model, cfg)
     step, history, wall_before = 0, [], 0.0
     if out is not None and (Path(out) / "resume.json").is_file():
@@ -376,7 +407,7 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
                 g["lr"] = g["base_lr"] * cfg.lr_factor(step)
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # LoRA dropout: a function of the step
             batch = [_encode(model, examples[i], None if teacher is None else teacher[i])
-                     for i in _batch_indices(len(examples), step, cfg.batch_size, cfg.seed)]
+                     for i in _batch_indices(len(examples), step, cfg.batch_size, cfg.seed, cfg.example_offset)]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 loss, parts = model.batch_loss(batch, loss_fn)
             opt.zero_grad()

@@ -308,6 +308,50 @@ def test_a_warm_start_begins_from_the_other_runs_weights(sids, tmp_path):
                         out=tmp_path / "d", init_from=tmp_path / "a")
 
 
+def test_a_continued_stage_trains_on_the_examples_after_its_warm_starts(sids, tmp_path, monkeypatch, caplog):
+    from lumenrec.agent.llm.lumen_gen import train as train_mod
+    from lumenrec.agent.llm.lumen_gen.train import _batch_indices, continued_stream_offset
+
+    # the offset shifts the seeded stream (one permutation per epoch) and nothing else
+    whole = np.concatenate([_batch_indices(13, s, 4, 7) for s in range(10)])
+    assert sorted(whole[:13].tolist()) == list(range(13)) and sorted(whole[13:26].tolist()) == list(range(13))
+    assert np.array_equal(np.concatenate([_batch_indices(13, s, 4, 7, 12) for s in range(7)]), whole[12:40])
+    ids = [f"i{j}" for j in range(20)]
+    ex = _cycle_examples()
+    cfg = dict(batch_size=8, lr=1e-3, lr_items=1e-3, warmup_steps=0, checkpoint_every=5, progress=False, seed=1,
+               num_threads=1)
+    train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(steps=3, **cfg), out=tmp_path / "a")
+    assert continued_stream_offset(tmp_path / "a", ex, seed=1) == 3 * 8
+    assert continued_stream_offset(tmp_path / "a", ex[:10], seed=1) == 0  # other examples: another stream
+    assert continued_stream_offset(tmp_path / "a", ex, seed=2) == 0  # another seed: another stream
+    with pytest.raises(CheckpointError, match="resume.json"):
+        continued_stream_offset(tmp_path / "nowhere", ex, seed=1)
+    # the second stage's first batch is the stream's fourth, not its first again
+    seen = []
+    real_encode = train_mod._encode
+    monkeypatch.setattr(train_mod, "_encode", lambda m, e, t=None: seen.append(e.user_id) or real_encode(m, e, t))
+    stream = np.concatenate([_batch_indices(len(ex), s, 8, 1) for s in range(6)])
+    b = LumenGenTrainConfig(steps=2, example_offset=24, **cfg)
+    train_lumen_gen(_model(sids), ex, ids, b, out=tmp_path / "b", init_from=tmp_path / "a")
+    assert seen == [ex[i].user_id for i in stream[24:40]]
+    assert continued_stream_offset(tmp_path / "b", ex, seed=1) == 24 + 2 * 8  # a third stage goes on from there
+    # resuming it with the stream from the start is another run
+    with pytest.raises(CheckpointError, match="other examples or settings"):
+        train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(steps=3, **cfg), out=tmp_path / "b",
+                        init_from=tmp_path / "a")
+    # a stage that replays its warm start's examples says so
+    with caplog.at_level("WARNING", logger="lumenrec.agent.llm.lumen_gen.train"):
+        train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(steps=1, **cfg), out=tmp_path / "c",
+                        init_from=tmp_path / "a")
+    assert "replaying" in caplog.text
+    # runs saved before offsets existed keep their resume key; bad offsets are refused
+    assert "example_offset" not in LumenGenTrainConfig().resume_key()
+    assert LumenGenTrainConfig(example_offset=24).resume_key()["example_offset"] == 24
+    for bad in (-1, True, 2.5):
+        with pytest.raises(ConfigError, match="example_offset"):
+            LumenGenTrainConfig(example_offset=bad)
+
+
 def test_checkpoint_round_trip(sids, tmp_path):
     ids = [f"i{j}" for j in range(20)]
     m = _model(sids)

@@ -122,3 +122,13 @@ def test_a_second_stage_with_llm_narratives(tmp_path, monkeypatch):
     assert r["examples"]["item"] - r["examples"]["with_critique"] < s1["item"] - s1["with_critique"]
     md = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "Warm start from" in md and "llm:scripted-1.5b" in md and "cosine" in md
+    assert r["train_config"]["example_offset"] == 0
+    # a third stage on the same examples continues their stream after stage 2's 3 batches of 8
+    stage3 = [a if a != str(tmp_path / "s1") else str(tmp_path / "s2") for a in stage2]
+    stage3[stage3.index("--out") + 1], stage3[-1] = str(tmp_path / "s3"), "stage3"
+    assert lumen_gen.main(stage3 + ["--continue-stream", "--steps", "1"]) == 0
+    r3 = json.loads((tmp_path / "docs" / "results" / "stage3.json").read_text())
+    assert r3["train_config"]["example_offset"] == 3 * 8 and r3["init_from"]["step"] == 3
+    assert "where the warm start stopped" in (tmp_path / "docs" / "benchmarks.md").read_text()
+    with pytest.raises(SystemExit):  # nothing to continue
+        lumen_gen.main(common + ["--out", str(tmp_path / "s4"), "--continue-stream"])

@@ -29,7 +29,6 @@ a converged model.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import random
 import sys
@@ -184,18 +183,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     narrative_file = None if narrator is None else {"path": args.narratives, **narrator.stats()}
     model = GenerativeLumen.from_backbone(LumenGenConfig(backbone=args.backbone, seed=args.seed,
                                                          request_vector=args.request_vector), sids)
-    tcfg = LumenGenTrainConfig(steps=args.steps, batch_size=args.batch_size, max_time_s=args.max_time,
-                               checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed,
-                               lr_schedule=args.lr_schedule, precision=args.precision,
-                               distill_weight=args.distill_weight if args.distill_from else 0.0,
-                               **{k: v for k in ("lr", "lr_items", "warmup_steps")  # None: the config's default
-                                  if (v := getattr(args, k)) is not None})
     init_from = None
     if args.init_from:  # a second stage: another run's weights, this run's examples and schedule
         init_from = Path(args.init_from)
         init_from = init_from / "model" if (init_from / "model" / "config.json").is_file() else init_from
-        if args.continue_stream:  # the example stream goes on after the batches the warm start trained on
-            tcfg = dataclasses.replace(tcfg, example_offset=continued_stream_offset(init_from, examples, args.seed))
+    # --continue-stream: the example stream goes on after the batches the warm start trained on
+    offset = continued_stream_offset(init_from, examples, args.seed) if args.continue_stream else 0
+    tcfg = LumenGenTrainConfig(steps=args.steps, batch_size=args.batch_size, max_time_s=args.max_time,
+                               checkpoint_every=args.checkpoint_every, num_threads=args.threads, seed=args.seed,
+                               lr_schedule=args.lr_schedule, precision=args.precision, example_offset=offset,
+                               distill_weight=args.distill_weight if args.distill_from else 0.0,
+                               **{k: v for k in ("lr", "lr_items", "warmup_steps")  # None: the config's default
+                                  if (v := getattr(args, k)) is not None})
     teacher = None
     if args.distill_from:  # the tower's soft targets for the critique examples (cached in OUT/teacher.npz)
         from lumenrec.build import tower_soft_targets

@@ -290,10 +290,19 @@ def continued_stream_offset(init_from: str | Path, examples: Sequence[GenExample
     init_from = Path(init_from)
     if not (init_from / "resume.json").is_file():
         raise CheckpointError(f"{init_from}: no resumable checkpoint (resume.json) to continue the example stream of")
-    state = read_json(init_from / "resume.json")
-    train = read_json(init_from / "config.json").get("train") or {}
-    if state.get("examples_digest") != examples_digest(examples) or train.get("seed", 0) != seed:
+    end = _stream_end(init_from, read_json(init_from / "resume.json"), examples_digest(examples), seed)
+    if not end:
         log.info("%s trained on other examples or another seed: this stage's stream starts at 0", init_from)
+    return end
+
+
+def _stream_end(init_from: Path, state: dict, digest: str, seed: int) -> int:
+    """Where the run in `init_from` (its resume.json `state`) stopped in the example stream of (`digest`, `seed`);
+    0 when it trained on another stream."""
+    from lumenrec.retriever.checkpoint import read_json
+
+    train = read_json(init_from / "config.json").get("train") or {}
+    if state.get("examples_digest") != digest or train.get("seed", 0) != seed:
         return 0
     return int(train.get("example_offset", 0)) + int(state["step"]) * int(train["batch_size"])
 
@@ -352,7 +361,7 @@ def train_lumen_gen(model: GenerativeLumen, examples: Sequence[GenExample], item
             if (Path(init_from) / "resume.json").is_file() else {}
         extra["init_from"] = {"dir": str(init_from), "step": init_state.get("step"),
                               "examples_digest": init_state.get("examples_digest")}
-        if init_state.get("examples_digest") == digest and not cfg.example_offset:
+        if init_state and not cfg.example_offset and _stream_end(Path(init_from), init_state, digest, cfg.seed):
             log.warning("%s trained on these examples: this stage starts their stream again from the beginning "
                         "(example_offset=0), replaying its warm start's first batches; continued_stream_offset() "
                         "gives the offset that continues after them", init_from)

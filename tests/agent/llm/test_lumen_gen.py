@@ -344,6 +344,11 @@ def test_a_continued_stage_trains_on_the_examples_after_its_warm_starts(sids, tm
         train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(steps=1, **cfg), out=tmp_path / "c",
                         init_from=tmp_path / "a")
     assert "replaying" in caplog.text
+    caplog.clear()  # ... but another seed is another stream: nothing replayed
+    with caplog.at_level("WARNING", logger="lumenrec.agent.llm.lumen_gen.train"):
+        train_lumen_gen(_model(sids), ex, ids, LumenGenTrainConfig(steps=1, **dict(cfg, seed=2)), out=tmp_path / "e",
+                        init_from=tmp_path / "a")
+    assert "replaying" not in caplog.text
     # runs saved before offsets existed keep their resume key; bad offsets are refused
     assert "example_offset" not in LumenGenTrainConfig().resume_key()
     assert LumenGenTrainConfig(example_offset=24).resume_key()["example_offset"] == 24
